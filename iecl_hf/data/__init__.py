@@ -1,0 +1,29 @@
+"""Data for the recipes: loading any image dataset, decoding robustly, and the SimCLR augmentations."""
+
+from .augmentations import BatchedSimCLRAugmentation, SimCLRAugmentation, eval_transform, load_size_for
+from .decoding import decode_image
+from .loading import (
+    DatasetColumns,
+    EMBEDDED_DATASET,
+    detect_columns,
+    load_embedded_digits,
+    load_image_dataset,
+)
+from .pipeline import TwoViewCollator, make_eval_dataset, make_two_view_dataset, make_uint8_dataset
+
+__all__ = [
+    "SimCLRAugmentation",
+    "BatchedSimCLRAugmentation",
+    "load_size_for",
+    "make_uint8_dataset",
+    "eval_transform",
+    "decode_image",
+    "DatasetColumns",
+    "EMBEDDED_DATASET",
+    "detect_columns",
+    "load_embedded_digits",
+    "load_image_dataset",
+    "TwoViewCollator",
+    "make_eval_dataset",
+    "make_two_view_dataset",
+]

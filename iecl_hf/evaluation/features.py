@@ -1,0 +1,29 @@
+"""Pooled features of a frozen encoder over a dataloader."""
+
+import torch
+
+
+@torch.no_grad()
+def extract_features(encoder, dataloader, device=None, normalize=None, gather=None):
+    """Return (features, labels) for every batch of `dataloader` (dicts with "pixel_values" in [0, 1], "labels").
+
+    `encoder` is an `IECLModel` (or anything returning `.pooler_output`); `normalize` maps [0, 1] images to the
+    encoder's input; `gather` (e.g. `accelerator.gather_for_metrics`) collects the shards of several processes.
+    The encoder's train/eval mode is restored afterwards (BatchNorm statistics are not touched: eval mode).
+    """
+    was_training = encoder.training
+    encoder.eval()
+    device = device or next(encoder.parameters()).device
+    features, labels = [], []
+    for batch in dataloader:
+        images = batch["pixel_values"].to(device, non_blocking=True)
+        if normalize is not None:
+            images = normalize(images)
+        pooled = encoder(images).pooler_output.float()
+        batch_labels = batch["labels"].to(device) if "labels" in batch else torch.full((len(images),), -1, device=device)
+        if gather is not None:
+            pooled, batch_labels = gather(pooled), gather(batch_labels)
+        features.append(pooled.cpu())
+        labels.append(batch_labels.cpu())
+    encoder.train(was_training)
+    return torch.cat(features), torch.cat(labels)
