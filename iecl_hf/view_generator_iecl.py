@@ -1,6 +1,7 @@
 """The learnable transformation T_phi: a budgeted, noise-driven residual perturbation of an image."""
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -21,8 +22,11 @@ class NoisyResidualBlock(nn.Module):
 class ViewGenerator(nn.Module):
     """T_phi(v) = clamp(v + delta, 0, 1), with mean |delta| per image <= epsilon * budget_scale.
 
-    The last conv is zero-initialized, so the generator starts as the exact identity. Fresh noise on every call
-    makes two calls on the same image give different views. Resolution-agnostic (fully convolutional).
+    A small encoder-decoder: a stride-2 conv, residual blocks at half resolution (fresh noise concatenated to
+    each), bilinear upsampling, and a full-resolution output conv that also sees the image and fresh noise.
+    Half resolution keeps it cheap (on 2 CPU cores, full-resolution blocks cost as much as a half-width
+    ResNet-18). The output conv is zero-initialized, so the generator starts as the exact identity. Fresh noise on
+    every call makes two calls on the same image give different views. Fully convolutional (any resolution).
     Input and output are images in [0, 1].
     """
 
@@ -30,10 +34,10 @@ class ViewGenerator(nn.Module):
         super().__init__()
         self.epsilon = epsilon
         self.budget_scale = 1.0  # set by the training loop for a warm-up of the budget; not a learned quantity
-        self.stem = nn.Conv2d(3 + 1, width, 3, padding=1)
+        self.stem = nn.Conv2d(3 + 1, width, 3, stride=2, padding=1)
         self.blocks = nn.ModuleList(NoisyResidualBlock(width) for _ in range(num_blocks))
         self.act = nn.LeakyReLU(0.2)
-        self.to_delta = nn.Conv2d(width + 1, 3, 3, padding=1)
+        self.to_delta = nn.Conv2d(width + 3 + 1, 3, 3, padding=1)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -46,15 +50,17 @@ class ViewGenerator(nn.Module):
 
     def perturbation(self, images: torch.Tensor) -> torch.Tensor:
         """The budgeted delta for `images` (B, 3, H, W)."""
-        x = torch.cat([images, torch.randn_like(images[:, :1])], dim=1)
-        x = self.act(self.stem(x))
+        x = self.act(self.stem(torch.cat([images, torch.randn_like(images[:, :1])], dim=1)))
         for block in self.blocks:
             x = self.act(block(x))
-        delta = self.to_delta(torch.cat([x, torch.randn_like(x[:, :1])], dim=1))
+        x = F.interpolate(x, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        delta = self.to_delta(torch.cat([x, images, torch.randn_like(images[:, :1])], dim=1))
         budget = self.epsilon * self.budget_scale
+        if budget <= 0:
+            return torch.zeros_like(delta)
         mean_abs = delta.abs().flatten(1).mean(dim=1).view(-1, 1, 1, 1)
-        # Scale down only what exceeds the budget (a hard L1 constraint); zero delta stays exactly zero.
-        return delta * (budget / torch.maximum(mean_abs, torch.full_like(mean_abs, budget))) if budget > 0 else delta * 0
+        # Scale down only what exceeds the budget (a hard L1 constraint); a zero delta stays exactly zero.
+        return delta * (budget / torch.clamp(mean_abs, min=budget))
 
     def forward(self, images: torch.Tensor):
         delta = self.perturbation(images)

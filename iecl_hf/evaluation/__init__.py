@@ -1,6 +1,23 @@
 """Evaluation of frozen IE-CL encoders: feature extraction, weighted kNN, linear probe."""
 
+from .eval_card import render_linear_eval_card, update_model_card
 from .features import extract_features
 from .knn import knn_accuracy, weighted_knn_predict
+from .linear_probe import LinearProbe, build_classifier, fit_linear_probe, load_frozen_encoder, prepare_eval_splits
+from .metrics import AccuracyMetric
+from .plots import save_features_2d
 
-__all__ = ["extract_features", "knn_accuracy", "weighted_knn_predict"]
+__all__ = [
+    "AccuracyMetric",
+    "LinearProbe",
+    "build_classifier",
+    "extract_features",
+    "fit_linear_probe",
+    "knn_accuracy",
+    "load_frozen_encoder",
+    "prepare_eval_splits",
+    "render_linear_eval_card",
+    "save_features_2d",
+    "update_model_card",
+    "weighted_knn_predict",
+]

@@ -1,0 +1,45 @@
+"""The model card of a pretraining output folder, rendered from `model_card_template.md` with `ModelCard`."""
+
+import os
+
+from huggingface_hub import ModelCard, ModelCardData
+
+TEMPLATE_PATH = os.path.join(os.path.dirname(__file__), "model_card_template.md")
+IECL_FIELDS = ("framework", "use_view_generator", "generator_epsilon", "generator_width", "generator_num_blocks",
+               "generator_stance", "generator_warmup_steps", "lambda_gen", "lambda_pres", "entropy_estimator",
+               "entropy_reference", "representation_level", "tau", "projection_hidden_dim", "projection_dim")
+
+
+def render_pretraining_card(config, *, repo_id: str, dataset_name: str, num_train_images, steps: int, epochs,
+                            global_batch_size: int, optimizer: str, learning_rate: float, weight_decay: float,
+                            lr_scheduler_type: str, final_figures: dict, limitations: str = "") -> ModelCard:
+    card_data = ModelCardData(
+        library_name="transformers",
+        license="apache-2.0",
+        pipeline_tag="image-feature-extraction",
+        tags=["iecl", "self-supervised", "contrastive-learning", config.framework, "timm", "custom_code"],
+        datasets=[dataset_name] if "/" in dataset_name and not os.path.exists(dataset_name) else None,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=TEMPLATE_PATH,
+        model_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        dataset_name=dataset_name,
+        num_train_images=num_train_images,
+        framework=config.framework,
+        backbone=config.backbone + (f" {config.backbone_kwargs}" if config.backbone_kwargs else ""),
+        stem=config.stem,
+        image_size=config.image_size,
+        num_features=final_figures.pop("_num_features", "C"),
+        steps=steps,
+        epochs=epochs,
+        global_batch_size=global_batch_size,
+        optimizer=optimizer,
+        learning_rate=f"{learning_rate:g}",
+        weight_decay=weight_decay,
+        lr_scheduler_type=lr_scheduler_type,
+        iecl_hyperparameters={name: getattr(config, name) for name in IECL_FIELDS},
+        final_figures=final_figures,
+        limitations=limitations or "Trained at a small budget; longer training usually changes the figures.",
+    )

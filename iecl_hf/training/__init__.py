@@ -1,0 +1,1 @@
+"""Reusable parts of the pretraining recipe: arguments, optimizers, checkpoints, logs, pictures."""

@@ -1,0 +1,213 @@
+"""Command-line arguments of the pretraining recipe, in the style of transformers' examples.
+
+Three dataclasses (data, training, model) parsed by `HfArgumentParser`; `--config_file x.yaml|json` supplies
+defaults that flags on the command line override. Every `IECLConfig` field is a flag of its own
+(`--lambda_gen 0.5`), and `--model_config_overrides "lambda_gen=0.5,framework=simclr"` sets several at once.
+"""
+
+import ast
+import dataclasses
+import inspect
+import json
+import os
+import re
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser
+
+from ..configuration_iecl import IECLConfig
+
+PRESETS = {
+    # Half-width ResNet-18 with a stride-2 stem: a few hundred 32 px images/s on 2 CPU cores.
+    "cpu": {"backbone": "resnet18", "backbone_kwargs": {"channels": [32, 64, 128, 256]}, "stem": "cifar_stride2", "image_size": 32},
+    # The standard CIFAR ResNet-18 (3x3 stride-1 stem, no max-pool).
+    "cifar": {"backbone": "resnet18", "backbone_kwargs": {}, "stem": "cifar", "image_size": 32},
+    # STL-10 scale.
+    "stl10": {"backbone": "resnet18", "backbone_kwargs": {}, "stem": "timm", "image_size": 96},
+    # ImageNet scale.
+    "imagenet": {"backbone": "resnet50", "backbone_kwargs": {}, "stem": "timm", "image_size": 224},
+}
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub id (uoft-cs/cifar10), local folder/parquet/image folder; unset: the embedded digits dataset (no network)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration name of the Hub dataset."})
+    train_split: str = field(default="train", metadata={"help": "Split to pretrain on."})
+    validation_split: str | None = field(default=None, metadata={"help": "Labelled split for the online kNN accuracy (default: 'validation' or 'test' if present; 'none' disables)."})
+    image_column: str | None = field(default=None, metadata={"help": "Image column (detected: img/image)."})
+    label_column: str | None = field(default=None, metadata={"help": "Label column (detected: label/fine_label); only for the online kNN."})
+    streaming: bool = field(default=False, metadata={"help": "Stream the dataset (ImageNet scale); needs --max_train_steps."})
+    shuffle_buffer_size: int = field(default=10_000, metadata={"help": "Shuffle buffer of a streamed dataset."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training images (quick runs)."})
+    knn_max_train_samples: int = field(default=10_000, metadata={"help": "Memory bank size of the online kNN."})
+    knn_max_eval_samples: int = field(default=2_000, metadata={"help": "Validation images of the online kNN."})
+    cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder."})
+
+
+@dataclass
+class PretrainArguments:
+    output_dir: str = field(default="outputs/pretrain-default", metadata={"help": "Where the model, checkpoints, logs and pictures go."})
+    preset: str = field(default="auto", metadata={"help": "Model preset: cpu | cifar | stl10 | imagenet | none; auto = cpu without a GPU, cifar with one. Explicit model flags override it."})
+    per_device_train_batch_size: int = field(default=64, metadata={"help": "Images per process per step (each gives two views)."})
+    gradient_accumulation_steps: int = field(default=1)
+    learning_rate: float | None = field(default=None, metadata={"help": "Peak LR of the encoder optimizer; default 0.3 x global batch / 256 (sgd, lars) or 1e-3 (adamw)."})
+    generator_learning_rate: float = field(default=1e-3, metadata={"help": "Adam LR of the view generator."})
+    weight_decay: float = field(default=5e-4)
+    optimizer: str = field(default="sgd", metadata={"help": "sgd | adamw | lars."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Any transformers scheduler name (cosine, linear, constant_with_warmup, ...)."})
+    num_warmup_steps: int | None = field(default=None, metadata={"help": "Default: 5% of the training steps."})
+    num_train_epochs: int = field(default=8)
+    max_train_steps: int | None = field(default=None, metadata={"help": "Optimizer steps in total; overrides --num_train_epochs."})
+    seed: int = field(default=0)
+    checkpointing_steps: str | None = field(default=None, metadata={"help": "Save the training state every N steps, or 'epoch'. A final checkpoint is always saved."})
+    checkpoints_total_limit: int | None = field(default=2, metadata={"help": "Keep only the newest N checkpoints."})
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint folder, or 'latest' (newest complete one in --output_dir)."})
+    report_to: str = field(default="none", metadata={"help": "Accelerate trackers: tensorboard, wandb, all, none (the JSONL log is always written)."})
+    dataloader_num_workers: int = field(default=1)
+    augmentation: str = field(default="batched", metadata={"help": "batched (kornia on the device; measured fastest) | workers (torchvision v2 in the loader processes)."})
+    knn_every_epochs: int = field(default=1, metadata={"help": "Online kNN every N epochs (0 disables)."})
+    logging_steps: int = field(default=10)
+    push_to_hub: bool = field(default=False)
+    hub_model_id: str | None = field(default=None)
+    hub_private_repo: bool = field(default=False)
+    hub_token: str | None = field(default=None)
+    config_file: str | None = field(default=None, metadata={"help": "YAML or JSON file with any of these arguments; command-line flags win."})
+    model_config_overrides: str | None = field(default=None, metadata={"help": 'IECLConfig fields, e.g. "lambda_gen=0.5,framework=simclr".'})
+
+
+def _model_arguments_class():
+    """One optional flag per IECLConfig field (None = keep the preset/config default), always in sync with the config."""
+    fields = []
+    for name, parameter in inspect.signature(IECLConfig.__init__).parameters.items():
+        if name in ("self", "kwargs"):
+            continue
+        default = parameter.default
+        kind = str if isinstance(default, (dict, list, tuple)) or default is None else type(default)
+        help_text = "JSON" if kind is str and not isinstance(default, str) else ""
+        fields.append((name, kind | None, field(default=None, metadata={"help": f"IECLConfig.{name} {help_text}".strip()})))
+    return dataclasses.make_dataclass("ModelArguments", fields)
+
+
+ModelArguments = _model_arguments_class()
+
+
+def parse_value(text: str):
+    """'0.5' -> 0.5, 'true' -> True, '[1, 2]' -> [1, 2], '{"a": 1}' -> dict, 'simclr' -> 'simclr'."""
+    if not isinstance(text, str):
+        return text
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            return parse(text)
+        except (ValueError, SyntaxError):
+            pass
+    return text.strip()
+
+
+def parse_overrides(text: str | None) -> dict:
+    """'a=1,b=[1, 2],c=x' -> {'a': 1, 'b': [1, 2], 'c': 'x'} (commas inside brackets are kept)."""
+    if not text:
+        return {}
+    overrides = {}
+    for item in re.split(r",(?=\s*[A-Za-z_]\w*\s*=)", text):
+        if "=" not in item:
+            raise ValueError(f"--model_config_overrides: {item!r} is not NAME=VALUE.")
+        key, value = item.split("=", 1)
+        overrides[key.strip()] = parse_value(value)
+    return overrides
+
+
+def load_config_file(path: str) -> dict:
+    with open(path) as handle:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            values = yaml.safe_load(handle) or {}
+        else:
+            values = json.load(handle)
+    if not isinstance(values, dict):
+        raise ValueError(f"--config_file {path}: expected a mapping of argument names to values.")
+    return values
+
+
+def parse_args(argv=None):
+    """Return (data_args, train_args, model_config_values) from the command line and an optional config file."""
+    parser = HfArgumentParser((DataArguments, PretrainArguments, ModelArguments))
+    data_args, train_args, model_args = parser.parse_args_into_dataclasses(args=argv)
+    if train_args.config_file:
+        values = load_config_file(train_args.config_file)
+        known = {f.name for cls in (DataArguments, PretrainArguments, ModelArguments) for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"--config_file {train_args.config_file}: unknown arguments {unknown}.")
+        for key, value in values.items():  # structured values (dicts, lists) stay structured
+            if isinstance(value, (dict, list)):
+                values[key] = json.dumps(value)
+        parser.set_defaults(**values)
+        data_args, train_args, model_args = parser.parse_args_into_dataclasses(args=argv)
+    return data_args, train_args, model_config_values(train_args, model_args)
+
+
+def model_config_values(train_args, model_args) -> dict:
+    """Preset, then one flag per field, then --model_config_overrides (the last wins)."""
+    preset = train_args.preset
+    if preset == "auto":
+        import torch
+
+        preset = "cifar" if torch.cuda.is_available() else "cpu"
+    if preset not in (*PRESETS, "none"):
+        raise ValueError(f"--preset {train_args.preset!r} is not supported; allowed values: auto, none, {', '.join(PRESETS)}.")
+    values = dict(PRESETS.get(preset, {}))
+    for name, value in dataclasses.asdict(model_args).items():
+        if value is not None:
+            values[name] = parse_value(value) if isinstance(value, str) else value
+    overrides = parse_overrides(train_args.model_config_overrides)
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(ModelArguments)})
+    if unknown:
+        raise ValueError(f"--model_config_overrides: {unknown} are not IECLConfig fields.")
+    values.update(overrides)
+    values["_preset"] = preset
+    return values
+
+
+def check_output_dir(output_dir: str):
+    """Fail before training if the output folder cannot be written."""
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        probe = os.path.join(output_dir, ".write-test")
+        with open(probe, "w") as handle:
+            handle.write("ok")
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(f"--output_dir {output_dir!r} is not writable ({error}); choose another folder.") from error
+
+
+def validate_train_args(data_args, train_args):
+    """Recipe arguments checked up front, with the flag named."""
+    if train_args.per_device_train_batch_size < 2:
+        raise ValueError("--per_device_train_batch_size must be >= 2 (contrastive losses need negatives).")
+    for name in ("gradient_accumulation_steps", "num_train_epochs", "logging_steps"):
+        if getattr(train_args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(train_args, name)}.")
+    if train_args.max_train_steps is not None and train_args.max_train_steps < 1:
+        raise ValueError(f"--max_train_steps must be >= 1, got {train_args.max_train_steps}.")
+    if train_args.learning_rate is not None and not train_args.learning_rate > 0:
+        raise ValueError(f"--learning_rate must be > 0, got {train_args.learning_rate}.")
+    if train_args.weight_decay < 0:
+        raise ValueError(f"--weight_decay must be >= 0, got {train_args.weight_decay}.")
+    if train_args.augmentation not in ("batched", "workers"):
+        raise ValueError(f"--augmentation {train_args.augmentation!r}: allowed values: batched, workers.")
+    cp = train_args.checkpointing_steps
+    if cp is not None and cp != "epoch" and not (cp.isdigit() and int(cp) > 0):
+        raise ValueError(f"--checkpointing_steps must be a positive integer or 'epoch', got {cp!r}.")
+    if data_args.streaming and train_args.max_train_steps is None:
+        raise ValueError("--streaming needs --max_train_steps (a streamed dataset has no known length).")
+    if train_args.push_to_hub and not train_args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/iecl-resnet18-cifar10).")
+    if train_args.dataloader_num_workers < 0:
+        raise ValueError("--dataloader_num_workers must be >= 0.")

@@ -1,0 +1,33 @@
+"""The JSONL log of every logged step, and the small state of the run that checkpoints carry."""
+
+import json
+import os
+
+
+class JsonlLogger:
+    def __init__(self, path: str, enabled: bool = True):
+        self.path, self.enabled = path, enabled
+        if enabled:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+
+    def log(self, record: dict):
+        if self.enabled:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+
+class TrainingState:
+    """Step counter, epoch and the history behind the curves; saved by `accelerator.save_state`."""
+
+    def __init__(self):
+        self.step, self.epoch, self.images_seen, self.skipped_images = 0, 0, 0, 0
+        self.history: list[dict] = []
+
+    def state_dict(self):
+        return {"step": self.step, "epoch": self.epoch, "images_seen": self.images_seen,
+                "skipped_images": self.skipped_images, "history": json.dumps(self.history)}
+
+    def load_state_dict(self, state):
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.images_seen, self.skipped_images = int(state["images_seen"]), int(state["skipped_images"])
+        self.history = json.loads(state["history"])

@@ -1,0 +1,61 @@
+"""The pictures a user gets: views.png (what the generator does) and training_curves.png."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+@torch.no_grad()
+def save_views_grid(model, augmentation, images: torch.Tensor, path: str, seed: int = 0):
+    """Rows: original / standard view / generated view / amplified perturbation, one column per image.
+
+    `images`: float [0, 1] (N, 3, S, S) at the training resolution. Uses a fixed seed so grids of successive
+    checkpoints differ only by what the generator learned.
+    """
+    device = next(model.parameters()).device
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    images = images.to(device)
+    standard = augmentation(images)
+    generated, delta = model.generate_view(standard)
+    torch.random.set_rng_state(state)
+    scale = max(delta.abs().max().item(), 1e-8)
+    amplified = (0.5 + 0.5 * delta / scale).clamp(0, 1)
+    rows = [("original", images), ("standard view", standard), ("generated view", generated), ("perturbation (amplified)", amplified)]
+    n = images.shape[0]
+    figure, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, 1.3 * len(rows)), squeeze=False)
+    for r, (title, batch) in enumerate(rows):
+        for c in range(n):
+            axes[r][c].imshow(batch[c].float().permute(1, 2, 0).cpu().numpy())
+            axes[r][c].axis("off")
+        axes[r][0].set_title(title, fontsize=8, loc="left")
+    figure.suptitle(f"IE-CL views (mean |delta| = {delta.abs().mean().item():.4f})", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def save_training_curves(history: list[dict], path: str):
+    """Loss, entropy gains and online kNN accuracy against the optimizer step."""
+    panels = [
+        ("loss", ["loss", "base_loss"]),
+        ("entropy gain (nats)", ["entropy_gain_input", "entropy_gain_representation"]),
+        ("perturbation / preservation", ["perturbation_l1", "preservation_loss"]),
+        ("online kNN top-1", ["knn_top1"]),
+    ]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3))
+    for axis, (title, keys) in zip(axes, panels):
+        for key in keys:
+            points = [(record["step"], record[key]) for record in history if key in record]
+            if points:
+                steps, values = zip(*points)
+                axis.plot(steps, values, marker="o" if key == "knn_top1" else None, label=key)
+        axis.set_title(title, fontsize=9)
+        axis.set_xlabel("step")
+        if axis.lines:
+            axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
