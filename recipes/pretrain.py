@@ -199,7 +199,6 @@ def main(argv=None):
             else:
                 view_1, view_2 = batch["pixel_values"].to(device), batch["pixel_values_2"].to(device)
             if accelerator.num_processes > 1:  # skipped images can leave ranks with unequal batches: gather needs equal
-                size = accelerator.reduce(torch.tensor(len(view_1), device=device), reduction="none")
                 size = int(accelerator.gather(torch.tensor([len(view_1)], device=device)).min())
                 view_1, view_2 = view_1[:size], view_2[:size]
             if len(view_1) < 2:
@@ -284,7 +283,7 @@ def main(argv=None):
         with open(os.path.join(output_dir, "train_results.json"), "w") as handle:
             json.dump({"step": state.step, "epoch": state.epoch, "images_seen": state.images_seen, **figures,
                        "args": {**vars(args), **vars(data_args)}}, handle, indent=2, default=str)
-        repo_id = args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
+        repo_id = args.hub_model_id or output_dir  # a local folder loads with the same snippet
         card = render_pretraining_card(
             config, repo_id=repo_id, dataset_name=dataset_name,
             num_train_images=len(train_split) if isinstance(train_split, Dataset) else "streamed",
