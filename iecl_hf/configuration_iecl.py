@@ -2,7 +2,7 @@
 
 from transformers import PretrainedConfig
 
-FRAMEWORKS = ("simclr",)
+FRAMEWORKS = ("simclr", "moco", "byol")
 STEMS = ("timm", "cifar", "cifar_stride2")
 ENTROPY_ESTIMATORS = ("renyi2", "logdet", "uniformity")
 ENTROPY_REFERENCES = ("view1", "untransformed")
@@ -45,7 +45,14 @@ class IECLConfig(PretrainedConfig):
         image_mean (`list[float]`, *optional*), image_std (`list[float]`, *optional*):
             Normalization the encoder expects (ImageNet statistics by default).
         framework (`str`, *optional*, defaults to `"simclr"`):
-            Contrastive framework that provides the base loss.
+            Framework that provides the base loss: `"simclr"` (NT-Xent), `"moco"` (MoCo v2, symmetrized: momentum
+            encoder + queue of negatives) or `"byol"` (momentum target + predictor, no negatives).
+        moco_queue_size (`int`, *optional*, defaults to 4096):
+            MoCo: number of negatives in the queue.
+        momentum_base (`float`, *optional*, defaults to 0.99):
+            MoCo: the constant momentum of the key encoder; BYOL: the start of the cosine schedule to 1.
+        predictor_hidden_dim (`int`, *optional*, defaults to 512):
+            BYOL: hidden size of the predictor.
         projection_hidden_dim (`int`, *optional*, defaults to 512), projection_dim (`int`, *optional*, defaults to 128):
             Sizes of the 2-layer projection head `g`.
         tau (`float`, *optional*, defaults to 0.2):
@@ -96,6 +103,9 @@ class IECLConfig(PretrainedConfig):
         image_mean=None,
         image_std=None,
         framework="simclr",
+        moco_queue_size=4096,
+        momentum_base=0.99,
+        predictor_hidden_dim=512,
         projection_hidden_dim=512,
         projection_dim=128,
         tau=0.2,
@@ -123,6 +133,9 @@ class IECLConfig(PretrainedConfig):
         self.image_mean = list(image_mean if image_mean is not None else (0.485, 0.456, 0.406))
         self.image_std = list(image_std if image_std is not None else (0.229, 0.224, 0.225))
         self.framework = framework
+        self.moco_queue_size = moco_queue_size
+        self.momentum_base = momentum_base
+        self.predictor_hidden_dim = predictor_hidden_dim
         self.projection_hidden_dim = projection_hidden_dim
         self.projection_dim = projection_dim
         self.tau = tau
@@ -163,7 +176,8 @@ class IECLConfig(PretrainedConfig):
         _check_choice("generator_stance", self.generator_stance, GENERATOR_STANCES)
         if not isinstance(self.use_view_generator, bool):
             raise ValueError(f"IECLConfig.use_view_generator must be True or False, got {self.use_view_generator!r}.")
-        for name in ("image_size", "projection_hidden_dim", "projection_dim", "generator_width", "pixel_entropy_size"):
+        for name in ("image_size", "projection_hidden_dim", "projection_dim", "generator_width", "pixel_entropy_size",
+                     "moco_queue_size", "predictor_hidden_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"IECLConfig.{name} must be a positive integer, got {value!r}.")
@@ -175,6 +189,8 @@ class IECLConfig(PretrainedConfig):
             _check_positive(name, getattr(self, name))
         for name in ("lambda_gen", "lambda_pres", "classifier_dropout"):
             _check_positive(name, getattr(self, name), allow_zero=True)
+        if not (isinstance(self.momentum_base, (int, float)) and 0 <= self.momentum_base < 1):
+            raise ValueError(f"IECLConfig.momentum_base must be in [0, 1), got {self.momentum_base!r}.")
         if self.classifier_dropout >= 1:
             raise ValueError(f"IECLConfig.classifier_dropout must be < 1, got {self.classifier_dropout!r}.")
         for name in ("image_mean", "image_std"):

@@ -15,7 +15,7 @@ from transformers.utils import ModelOutput
 from .configuration_iecl import IECLConfig
 from .distributed_iecl import gather_with_grad
 from .entropy_iecl import BatchEntropy, pixel_features
-from .losses_iecl import nt_xent_loss
+from .frameworks_iecl import FRAMEWORK_HEADS, ProjectionHead
 from .view_generator_iecl import ViewGenerator
 
 
@@ -33,19 +33,6 @@ def build_backbone(config: IECLConfig) -> nn.Module:
         nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")  # timm's ResNet conv init
         backbone.conv1, backbone.maxpool = conv, nn.Identity()
     return backbone
-
-
-class ProjectionHead(nn.Module):
-    """g: Linear-BN-ReLU-Linear, SimCLR's projection head."""
-
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)
-        )
-
-    def forward(self, h):
-        return self.layers(h)
 
 
 class IECLPreTrainedModel(PreTrainedModel):
@@ -93,8 +80,9 @@ class IECLPreTrainedModel(PreTrainedModel):
 class IECLModel(IECLPreTrainedModel):
     """The encoder f_theta: a timm backbone. Input: `pixel_values` normalized with the image processor."""
 
-    # A pretraining checkpoint also holds the projector and the generator: the encoder leaves them, silently.
-    _keys_to_ignore_on_load_unexpected = [r"projector\.", r"view_generator\."]
+    # A pretraining checkpoint also holds the framework head (projector, momentum encoder, queue) and the
+    # generator: the encoder leaves them, silently. Only `iecl.backbone` is the released encoder.
+    _keys_to_ignore_on_load_unexpected = [r"head\.", r"view_generator\."]
 
     def __init__(self, config: IECLConfig):
         super().__init__(config)
@@ -153,7 +141,7 @@ class IECLForPreTraining(IECLPreTrainedModel):
     def __init__(self, config: IECLConfig):
         super().__init__(config)
         self.iecl = IECLModel(config)
-        self.projector = ProjectionHead(self.iecl.num_features, config.projection_hidden_dim, config.projection_dim)
+        self.head = FRAMEWORK_HEADS[config.framework](config, self.iecl.num_features, self.iecl.backbone)
         self.view_generator = (
             ViewGenerator(config.generator_epsilon, config.generator_width, config.generator_num_blocks)
             if config.use_view_generator
@@ -164,6 +152,13 @@ class IECLForPreTraining(IECLPreTrainedModel):
         self.register_buffer("image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
         self.post_init()
+        if hasattr(self.head, "reset_momentum_encoder"):
+            self.head.reset_momentum_encoder(self.iecl.backbone)
+
+    def update_momentum_encoder(self, progress: float):
+        """EMA step of the MoCo/BYOL momentum branch after an optimizer step; `progress` = step / total steps."""
+        if hasattr(self.head, "update_momentum_encoder"):
+            self.head.update_momentum_encoder(self.iecl.backbone, self.head.momentum_for(progress))
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.image_mean.to(images.dtype)) / self.image_std.to(images.dtype)
@@ -203,10 +198,9 @@ class IECLForPreTraining(IECLPreTrainedModel):
         route_gradients = self.view_generator is not None and torch.is_grad_enabled()
         encoder_input_2 = generated.detach().requires_grad_(True) if route_gradients else generated
 
-        features = self.iecl(self.normalize(torch.cat([pixel_values, encoder_input_2], dim=0))).pooler_output
-        projections = self.projector(features)
-        z1, z2 = projections[:batch_size], projections[batch_size:]
-        base_loss = nt_xent_loss(z1, z2, config.tau)
+        encoder_inputs = self.normalize(torch.cat([pixel_values, encoder_input_2], dim=0))
+        features = self.iecl(encoder_inputs).pooler_output
+        base_loss, projections = self.head(features, encoder_inputs.detach(), batch_size)
 
         # Entropy terms over the global batch. The reference side never gets a gradient: the encoder should keep
         # the generated gain, not earn it by compressing the reference view.
@@ -223,7 +217,7 @@ class IECLForPreTraining(IECLPreTrainedModel):
                 rep_reference = rep[:batch_size]
             else:
                 reference_features = self.iecl(self.normalize(pixel_values_2)).pooler_output
-                rep_reference = self.projector(reference_features) if config.representation_level == "projection" else reference_features
+                rep_reference = self.head.projector(reference_features) if config.representation_level == "projection" else reference_features
             entropy_representation_reference = self.representation_entropy(gather_with_grad(rep_reference))
         entropy_gain_representation = entropy_representation_generated - entropy_representation_reference
 
@@ -257,7 +251,7 @@ class IECLForPreTraining(IECLPreTrainedModel):
 class IECLForImageClassification(IECLPreTrainedModel):
     """The encoder with a linear head on its pooled features (linear probe / fine-tuning)."""
 
-    _keys_to_ignore_on_load_unexpected = [r"projector\.", r"view_generator\."]
+    _keys_to_ignore_on_load_unexpected = [r"head\.", r"view_generator\."]
 
     def __init__(self, config: IECLConfig):
         super().__init__(config)

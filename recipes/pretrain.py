@@ -223,6 +223,7 @@ def main(argv=None):
                 continue
             scheduler.step()
             state.step += 1
+            unwrapped.update_momentum_encoder(state.step / max_train_steps)  # MoCo / BYOL; no-op for SimCLR
             state.images_seen += len(view_1) * accelerator.num_processes * args.gradient_accumulation_steps
             if config.generator_warmup_steps:
                 unwrapped.set_generator_budget_scale(state.step / config.generator_warmup_steps)

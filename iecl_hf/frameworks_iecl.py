@@ -1,0 +1,165 @@
+"""The contrastive frameworks IE-CL plugs into. Each head holds only what differs between them.
+
+A head maps the encoder's pooled features of both views (online branch, with gradients) and the encoder inputs
+to the framework's base loss `L_base` and the projections `z`. The view generator and the entropy regularizer
+live outside, in `IECLForPreTraining`, and work unchanged on every head. All losses are computed on the batch
+gathered across processes (`gather_with_grad`), so N processes train like one holding the whole batch.
+"""
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .distributed_iecl import gather_with_grad
+from .losses_iecl import nt_xent_loss
+
+
+class ProjectionHead(nn.Module):
+    """Linear-BN-ReLU-Linear (SimCLR's projector; also MoCo v2's and BYOL's projector and predictor)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)
+        )
+
+    def forward(self, h):
+        return self.layers(h)
+
+
+def infonce_with_queue(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor, tau: float) -> torch.Tensor:
+    """MoCo's InfoNCE: each query's positive is its key, its negatives the queue (K, dim), all L2-normalized."""
+    query, key = F.normalize(query.float(), dim=1), F.normalize(key.float(), dim=1)
+    positive = (query * key).sum(dim=1, keepdim=True)
+    negative = query @ queue.float().t()
+    logits = torch.cat([positive, negative], dim=1) / tau
+    return F.cross_entropy(logits, torch.zeros(len(query), dtype=torch.long, device=query.device))
+
+
+def byol_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BYOL's regression loss 2 - 2 cos(p, t), averaged over the batch."""
+    return (2 - 2 * F.cosine_similarity(prediction.float(), target.float(), dim=1)).mean()
+
+
+def cosine_momentum(base: float, progress: float) -> float:
+    """BYOL's schedule: from `base` at the start to 1 at the end (progress in [0, 1])."""
+    progress = min(max(progress, 0.0), 1.0)
+    return 1 - (1 - base) * (math.cos(math.pi * progress) + 1) / 2
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, momentum: float):
+    """target = momentum * target + (1 - momentum) * online (parameters); buffers (BN statistics) are copied."""
+    for t, o in zip(target.parameters(), online.parameters()):
+        t.mul_(momentum).add_(o.detach(), alpha=1 - momentum)
+    for t, o in zip(target.buffers(), online.buffers()):
+        t.copy_(o)
+
+
+class SimCLRHead(nn.Module):
+    """SimCLR: NT-Xent over the 2N projections, 2N - 2 negatives each."""
+
+    def __init__(self, config, num_features: int, backbone: nn.Module):
+        super().__init__()
+        self.tau = config.tau
+        self.projector = ProjectionHead(num_features, config.projection_hidden_dim, config.projection_dim)
+
+    def forward(self, features, encoder_inputs, batch_size):
+        projections = self.projector(features)
+        return nt_xent_loss(projections[:batch_size], projections[batch_size:], self.tau), projections
+
+
+class _MomentumHead(nn.Module):
+    """Shared by MoCo and BYOL: a momentum copy of the backbone and projector, never trained by gradients."""
+
+    def __init__(self, config, num_features: int, backbone: nn.Module):
+        super().__init__()
+        self.projector = ProjectionHead(num_features, config.projection_hidden_dim, config.projection_dim)
+        self.momentum_base = config.momentum_base
+        self.momentum_backbone = copy.deepcopy(backbone)
+        self.momentum_projector = copy.deepcopy(self.projector)
+        for parameter in [*self.momentum_backbone.parameters(), *self.momentum_projector.parameters()]:
+            parameter.requires_grad_(False)
+
+    @torch.no_grad()
+    def momentum_projections(self, encoder_inputs):
+        features = self.momentum_backbone.forward_head(self.momentum_backbone.forward_features(encoder_inputs), pre_logits=True)
+        return self.momentum_projector(features)
+
+    @torch.no_grad()
+    def reset_momentum_encoder(self, backbone: nn.Module):
+        """Copy the online weights into the momentum branch (at initialization)."""
+        ema_update(self.momentum_backbone, backbone, 0.0)
+        ema_update(self.momentum_projector, self.projector, 0.0)
+
+    @torch.no_grad()
+    def update_momentum_encoder(self, backbone: nn.Module, momentum: float):
+        ema_update(self.momentum_backbone, backbone, momentum)
+        ema_update(self.momentum_projector, self.projector, momentum)
+
+
+class MoCoHead(_MomentumHead):
+    """MoCo v2 (symmetrized): queries from the online branch, keys from the momentum branch, a queue of negatives.
+
+    Keys of the first view, gathered from all processes, enter the queue in rank order after each training step.
+    The momentum is constant (`momentum_base`).
+    """
+
+    def __init__(self, config, num_features: int, backbone: nn.Module):
+        super().__init__(config, num_features, backbone)
+        self.tau = config.tau
+        queue = F.normalize(torch.randn(config.moco_queue_size, config.projection_dim), dim=1)
+        self.register_buffer("queue", queue)
+        self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
+
+    def momentum_for(self, progress: float) -> float:
+        return self.momentum_base
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor):
+        """Write `keys` (already gathered) at the pointer, wrapping around the end of the queue."""
+        keys = F.normalize(keys.float(), dim=1).to(self.queue.dtype)
+        size = self.queue.shape[0]
+        keys = keys[-size:]
+        positions = (self.queue_pointer + torch.arange(len(keys), device=keys.device)) % size
+        self.queue[positions] = keys
+        self.queue_pointer.copy_((self.queue_pointer + len(keys)) % size)
+
+    def forward(self, features, encoder_inputs, batch_size):
+        projections = self.projector(features)
+        keys = self.momentum_projections(encoder_inputs)
+        queries = gather_with_grad(projections[:batch_size]), gather_with_grad(projections[batch_size:])
+        keys = gather_with_grad(keys[:batch_size]), gather_with_grad(keys[batch_size:])
+        queue = self.queue.clone().detach()
+        loss = 0.5 * (infonce_with_queue(queries[0], keys[1], queue, self.tau) + infonce_with_queue(queries[1], keys[0], queue, self.tau))
+        if self.training:
+            self.enqueue(keys[0])
+        return loss, projections
+
+
+class BYOLHead(_MomentumHead):
+    """BYOL: an online predictor regresses the target (momentum) projection of the other view; no negatives.
+
+    The target momentum follows the cosine schedule from `momentum_base` to 1.
+    """
+
+    def __init__(self, config, num_features: int, backbone: nn.Module):
+        super().__init__(config, num_features, backbone)
+        self.predictor = ProjectionHead(config.projection_dim, config.predictor_hidden_dim, config.projection_dim)
+
+    def momentum_for(self, progress: float) -> float:
+        return cosine_momentum(self.momentum_base, progress)
+
+    def forward(self, features, encoder_inputs, batch_size):
+        projections = self.projector(features)
+        predictions = self.predictor(projections)
+        targets = self.momentum_projections(encoder_inputs)
+        p1, p2 = gather_with_grad(predictions[:batch_size]), gather_with_grad(predictions[batch_size:])
+        t1, t2 = gather_with_grad(targets[:batch_size]), gather_with_grad(targets[batch_size:])
+        return byol_loss(p1, t2) + byol_loss(p2, t1), projections
+
+
+FRAMEWORK_HEADS = {"simclr": SimCLRHead, "moco": MoCoHead, "byol": BYOLHead}
