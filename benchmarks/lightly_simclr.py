@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""lightly's SimCLR (NTXentLoss, SimCLRProjectionHead, SimCLRTransform) in the loop style of lightly's examples,
+with the same backbone, optimizer, schedule and budget as recipes/pretrain.py, saved as an IE-CL encoder checkpoint
+so recipes/linear_eval.py evaluates it with the same protocol. Used by benchmarks/quality.py; needs `.[bench]`.
+"""
+
+import argparse
+import math
+import os
+import sys
+
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from iecl_hf import IECLConfig, IECLModel, build_image_processor  # noqa: E402
+from iecl_hf.data import decode_image, detect_columns, load_image_dataset  # noqa: E402
+from iecl_hf.training.arguments import PRESETS  # noqa: E402
+from iecl_hf.training.optim import build_encoder_optimizer, build_scheduler  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset_name", default=None)
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--per_device_train_batch_size", type=int, default=64)
+    parser.add_argument("--num_train_epochs", type=int, default=10)
+    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--dataloader_num_workers", type=int, default=1)
+    parser.add_argument("--max_train_samples", type=int, default=None)
+    args = parser.parse_args()
+
+    from lightly.loss import NTXentLoss
+    from lightly.models.modules import SimCLRProjectionHead
+    from lightly.transforms import SimCLRTransform
+
+    torch.manual_seed(args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    config = IECLConfig(**PRESETS[args.preset], use_view_generator=False, lambda_pres=0.0)
+    split = load_image_dataset(args.dataset_name)["train"]
+    if args.max_train_samples:
+        split = split.select(range(min(args.max_train_samples, len(split))))
+    columns = detect_columns(split.features)
+    # Same recipe as ours: crop scale (0.2, 1) below 96 px, jitter strength 0.5, no blur at 32 px, ImageNet normalization.
+    transform = SimCLRTransform(input_size=config.image_size, cj_strength=0.5, min_scale=0.2,
+                                gaussian_blur=0.0 if config.image_size < 96 else 0.5,
+                                normalize={"mean": config.image_mean, "std": config.image_std})
+
+    class Views(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(split)
+
+        def __getitem__(self, index):
+            return transform(decode_image(split[index][columns.image])), 0
+
+    loader = DataLoader(Views(), batch_size=args.per_device_train_batch_size, shuffle=True, drop_last=True,
+                        num_workers=args.dataloader_num_workers, persistent_workers=args.dataloader_num_workers > 0)
+    encoder = IECLModel(config).to(device)
+    head = SimCLRProjectionHead(encoder.num_features, config.projection_hidden_dim, config.projection_dim).to(device)
+    criterion = NTXentLoss(temperature=config.tau)
+    lr = 0.3 * args.per_device_train_batch_size / 256
+    optimizer = build_encoder_optimizer("sgd", [*encoder.parameters(), *head.parameters()], lr, 5e-4)
+    steps = args.num_train_epochs * len(loader)
+    scheduler = build_scheduler("cosine", optimizer, int(0.05 * steps), steps)
+    encoder.train()
+    for epoch in range(args.num_train_epochs):
+        for (x0, x1), _ in loader:
+            x0, x1 = x0.to(device), x1.to(device)
+            z0, z1 = head(encoder(x0).pooler_output), head(encoder(x1).pooler_output)
+            loss = criterion(z0, z1)
+            if not math.isfinite(loss.item()):
+                raise RuntimeError(f"non-finite loss at epoch {epoch}")
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            scheduler.step()
+        print(f"epoch {epoch + 1}: loss {loss.item():.4f}", flush=True)
+    encoder.save_pretrained(args.output_dir)
+    build_image_processor(config).save_pretrained(args.output_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+#!/usr/bin/env python
+"""Training throughput (images/s) of iecl-hf against the plain-PyTorch floor and lightly's SimCLR.
+
+    python benchmarks/throughput.py                       # CPU preset, batch 64 and 256
+    python benchmarks/throughput.py --batch_sizes 64 --steps 5 --repeats 3
+
+Variants, timed in interleaved repeats within one run (median reported), same backbone / projector / optimizer:
+- floor:     a minimal plain-PyTorch SimCLR step on pre-made view tensors (no input pipeline);
+- pipeline:  the recipe's input pipeline alone (loader decode + batched SimCLR augmentation of two views);
+- baseline:  iecl-hf SimCLR (`use_view_generator=False, lambda_pres=0`) through the recipe's code path, input pipeline included;
+- iecl:      iecl-hf IE-CL (defaults) through the same path;
+- lightly:   lightly's NTXentLoss + SimCLRProjectionHead + SimCLRTransform, in the loop style of lightly's examples
+             (needs `pip install -e ".[bench]"`).
+Images/s counts source images per second (each gives two views).
+"""
+
+import argparse
+import itertools
+import os
+import resource
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from iecl_hf import IECLConfig, IECLForPreTraining  # noqa: E402
+from iecl_hf.data import BatchedSimCLRAugmentation, TwoViewCollator, detect_columns, load_image_dataset, make_uint8_dataset  # noqa: E402
+from iecl_hf.frameworks_iecl import ProjectionHead  # noqa: E402
+from iecl_hf.modeling_iecl import build_backbone  # noqa: E402
+from iecl_hf.training.optim import build_encoder_optimizer, build_generator_optimizer  # noqa: E402
+
+CPU_PRESET = dict(backbone="resnet18", backbone_kwargs={"channels": [32, 64, 128, 256]}, stem="cifar_stride2", image_size=32)
+CIFAR_PRESET = dict(backbone="resnet18", backbone_kwargs={}, stem="cifar", image_size=32)
+
+
+def load_split(path, num_images):
+    dataset = load_image_dataset(path if path and os.path.exists(path) else None)
+    split = dataset["train"]
+    return split.select(range(min(num_images, len(split))))
+
+
+def infinite(loader):
+    while True:
+        yield from loader
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class Floor:
+    """Plain PyTorch: backbone + projector + NT-Xent + SGD on pre-made tensors."""
+
+    def __init__(self, config, batch_size, device):
+        self.device = device
+        self.backbone = build_backbone(config).to(device)
+        self.projector = ProjectionHead(self.backbone.num_features, config.projection_hidden_dim, config.projection_dim).to(device)
+        parameters = [*self.backbone.parameters(), *self.projector.parameters()]
+        self.optimizer = torch.optim.SGD(parameters, lr=0.01, momentum=0.9, weight_decay=5e-4)
+        self.views = torch.rand(2 * batch_size, 3, config.image_size, config.image_size, device=device)
+        self.batch_size, self.tau = batch_size, config.tau
+
+    def step(self):
+        z = F.normalize(self.projector(self.backbone(self.views)), dim=1)
+        logits = z @ z.t() / self.tau
+        logits.fill_diagonal_(float("-inf"))
+        n = self.batch_size
+        targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(self.device)
+        loss = F.cross_entropy(logits, targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return self.batch_size
+
+
+class Recipe:
+    """The recipe's code path: uint8 loader, batched augmentation on the device, model, both optimizers."""
+
+    def __init__(self, config, split, batch_size, device, workers, model=True):
+        columns = detect_columns(split.features)
+        loader = DataLoader(make_uint8_dataset(split, columns, config.image_size), batch_size=batch_size, shuffle=True,
+                            drop_last=True, num_workers=workers, collate_fn=TwoViewCollator(), persistent_workers=workers > 0)
+        self.batches = infinite(loader)
+        self.augmentation = BatchedSimCLRAugmentation(config.image_size).to(device)
+        self.device = device
+        self.model = IECLForPreTraining(config).to(device) if model else None
+        if model:
+            self.optimizers = [o for o in (build_encoder_optimizer("sgd", self.model.encoder_parameters(), 0.01, 5e-4),
+                                           build_generator_optimizer(self.model.generator_parameters(), 1e-3)) if o]
+
+    def step(self):
+        images = next(self.batches)["images"].to(self.device, non_blocking=True)
+        view_1, view_2 = self.augmentation(images), self.augmentation(images)
+        if self.model is not None:
+            self.model(pixel_values=view_1, pixel_values_2=view_2).loss.backward()
+            for optimizer in self.optimizers:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        return len(images)
+
+
+class Lightly:
+    """lightly's SimCLR in the loop style of its examples (torchvision-style dataset + SimCLRTransform)."""
+
+    def __init__(self, config, split, batch_size, device, workers):
+        from lightly.loss import NTXentLoss
+        from lightly.models.modules import SimCLRProjectionHead
+        from lightly.transforms import SimCLRTransform
+
+        columns = detect_columns(split.features)
+        transform = SimCLRTransform(input_size=config.image_size, gaussian_blur=0.0, cj_strength=0.5, min_scale=0.2)
+
+        class Images(torch.utils.data.Dataset):
+            def __len__(self):
+                return len(split)
+
+            def __getitem__(self, index):
+                return transform(split[index][columns.image].convert("RGB")), 0
+
+        loader = DataLoader(Images(), batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
+                            persistent_workers=workers > 0)
+        self.batches = infinite(loader)
+        self.backbone = build_backbone(IECLConfig(**{k: getattr(config, k) for k in ("backbone", "backbone_kwargs", "stem", "image_size")})).to(device)
+        self.head = SimCLRProjectionHead(self.backbone.num_features, config.projection_hidden_dim, config.projection_dim).to(device)
+        self.criterion = NTXentLoss(temperature=config.tau)
+        self.optimizer = torch.optim.SGD([*self.backbone.parameters(), *self.head.parameters()], lr=0.01, momentum=0.9, weight_decay=5e-4)
+        self.device = device
+
+    def step(self):
+        (x0, x1), _ = next(self.batches)
+        x0, x1 = x0.to(self.device), x1.to(self.device)
+        z0, z1 = self.head(self.backbone(x0)), self.head(self.backbone(x1))
+        loss = self.criterion(z0, z1)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        return len(x0)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=["cpu", "cifar"], default="cpu")
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per variant per repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--dataset", default="../shared/data/cifar10-small", help="falls back to the embedded digits")
+    parser.add_argument("--variants", nargs="+", default=["floor", "pipeline", "baseline", "iecl", "lightly"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    preset = CPU_PRESET if args.preset == "cpu" else CIFAR_PRESET
+    split = load_split(args.dataset, 4096)
+    print(f"device {device}, preset {args.preset}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"{len(split)} images, {args.steps} steps x {args.repeats} interleaved repeats")
+    for batch_size in args.batch_sizes:
+        builders = {
+            "floor": lambda: Floor(IECLConfig(**preset), batch_size, device),
+            "pipeline": lambda: Recipe(IECLConfig(**preset), split, batch_size, device, args.workers, model=False),
+            "baseline": lambda: Recipe(IECLConfig(**preset, use_view_generator=False, lambda_pres=0.0), split, batch_size, device, args.workers),
+            "iecl": lambda: Recipe(IECLConfig(**preset), split, batch_size, device, args.workers),
+            "lightly": lambda: Lightly(IECLConfig(**preset), split, batch_size, device, args.workers),
+        }
+        runners = {}
+        for name in args.variants:
+            try:
+                runners[name] = builders[name]()
+                runners[name].step()  # warm-up
+            except ImportError as error:
+                print(f"  {name}: skipped ({error}; pip install -e '.[bench]')")
+        rates = {name: [] for name in runners}
+        peak = {}
+        for _, name in itertools.product(range(args.repeats), list(runners)):
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            sync(device)
+            start, images = time.perf_counter(), 0
+            for _ in range(args.steps):
+                images += runners[name].step()
+            sync(device)
+            rates[name].append(images / (time.perf_counter() - start))
+            if device.type == "cuda":
+                peak[name] = torch.cuda.max_memory_allocated() / 2**20
+        median = {name: statistics.median(values) for name, values in rates.items()}
+        print(f"\nbatch {batch_size}")
+        print(f"| variant | images/s (median) | repeats | {'peak GPU MiB |' if peak else ''}")
+        print(f"|---|---|---|{'---|' if peak else ''}")
+        for name, value in median.items():
+            extra = f" {peak[name]:.0f} |" if peak else ""
+            print(f"| {name} | {value:.1f} | {', '.join(f'{v:.0f}' for v in rates[name])} |{extra}")
+        ratio = lambda a, b: f"{median[a] / median[b]:.2f}" if a in median and b in median else "n/a"  # noqa: E731
+        print(f"ratios (speed): baseline/floor {ratio('baseline', 'floor')}, baseline/lightly {ratio('baseline', 'lightly')}, "
+              f"iecl/baseline {ratio('iecl', 'baseline')} (step time IE-CL/baseline "
+              f"{(median['baseline'] / median['iecl']) if 'iecl' in median and 'baseline' in median else float('nan'):.2f}), "
+              f"pipeline/baseline {ratio('pipeline', 'baseline')}")
+    print(f"\nprocess peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

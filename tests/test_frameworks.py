@@ -1,0 +1,190 @@
+"""MoCo v2 and BYOL heads (issue 5): losses against slow references, exact EMA, the queue, reduction to the
+plain frameworks with the IE-CL modules off, state kept by save/load, and 2 processes = 1 process for the queue."""
+
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from iecl_hf import IECLConfig, IECLForPreTraining, IECLModel
+from iecl_hf.frameworks_iecl import byol_loss, cosine_momentum, ema_update, infonce_with_queue
+
+TINY = dict(backbone_kwargs={"channels": [8, 16, 32, 64]}, stem="cifar_stride2", image_size=16,
+            projection_hidden_dim=32, projection_dim=16, predictor_hidden_dim=24, generator_width=8)
+
+
+def slow_infonce(query, key, queue, tau):
+    total = 0.0
+    for i in range(len(query)):
+        q, k = query[i] / query[i].norm(), key[i] / key[i].norm()
+        logits = [float(q @ k) / tau] + [float(q @ queue[j]) / tau for j in range(len(queue))]
+        total += -logits[0] + math.log(sum(math.exp(x) for x in logits))
+    return total / len(query)
+
+
+def test_moco_infonce_equals_slow_reference():
+    g = torch.Generator().manual_seed(0)
+    query, key = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
+    queue = F.normalize(torch.randn(10, 8, generator=g), dim=1)
+    assert infonce_with_queue(query, key, queue, 0.2).item() == pytest.approx(slow_infonce(query, key, queue, 0.2), rel=1e-5)
+
+
+def test_byol_loss_equals_slow_reference_and_is_zero_for_aligned_vectors():
+    g = torch.Generator().manual_seed(0)
+    p, t = torch.randn(5, 7, generator=g), torch.randn(5, 7, generator=g)
+    slow = sum(2 - 2 * float(p[i] @ t[i]) / (float(p[i].norm()) * float(t[i].norm())) for i in range(5)) / 5
+    assert byol_loss(p, t).item() == pytest.approx(slow, rel=1e-5)
+    assert byol_loss(p, 3 * p).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ema_update_is_exact_and_copies_buffers():
+    torch.manual_seed(0)
+    online, target = torch.nn.BatchNorm1d(4), torch.nn.BatchNorm1d(4)
+    with torch.no_grad():
+        online.weight.normal_(), target.weight.normal_()
+        online.running_mean.normal_()
+    expected = target.weight.detach().clone() * 0.9 + online.weight.detach() * (1 - 0.9)
+    ema_update(target, online, 0.9)
+    torch.testing.assert_close(target.weight.detach(), expected, rtol=1e-6, atol=1e-7)  # up to float rounding
+    assert torch.equal(target.running_mean, online.running_mean)
+
+
+def test_cosine_momentum_schedule():
+    assert cosine_momentum(0.99, 0.0) == pytest.approx(0.99)
+    assert cosine_momentum(0.99, 0.5) == pytest.approx(0.995)
+    assert cosine_momentum(0.99, 1.0) == pytest.approx(1.0)
+
+
+def test_queue_enqueues_in_order_and_wraps_around():
+    model = IECLForPreTraining(IECLConfig(**TINY, framework="moco", moco_queue_size=5))
+    keys = F.normalize(torch.randn(6, 16), dim=1)
+    model.head.enqueue(keys[:3])
+    assert torch.allclose(model.head.queue[:3], keys[:3]) and int(model.head.queue_pointer) == 3
+    model.head.enqueue(keys[3:])
+    assert torch.allclose(model.head.queue[3:5], keys[3:5]) and torch.allclose(model.head.queue[0], keys[5])
+    assert int(model.head.queue_pointer) == 1
+
+
+def test_momentum_branch_starts_equal_and_follows_ema():
+    model = IECLForPreTraining(IECLConfig(**TINY, framework="byol", momentum_base=0.9))
+    for online, target in zip(model.iecl.backbone.parameters(), model.head.momentum_backbone.parameters()):
+        assert torch.equal(online, target)
+    with torch.no_grad():
+        online = next(model.iecl.backbone.parameters())
+        before = next(model.head.momentum_backbone.parameters()).clone()
+        online.add_(1.0)
+    model.update_momentum_encoder(progress=0.0)  # BYOL: momentum = momentum_base at the start
+    assert torch.allclose(next(model.head.momentum_backbone.parameters()), 0.9 * before + 0.1 * online)
+
+
+def plain_moco_loss(model, v1, v2):
+    """MoCo v2, symmetrized, from the model's parts (no generator, no regularizer)."""
+    x = model.normalize(torch.cat([v1, v2]))
+    q = model.head.projector(model.iecl(x).pooler_output)
+    backbone = model.head.momentum_backbone
+    with torch.no_grad():
+        k = model.head.momentum_projector(backbone.forward_head(backbone.forward_features(x), pre_logits=True))
+    n, queue = len(v1), model.head.queue.clone()
+    return 0.5 * (infonce_with_queue(q[:n], k[n:], queue, model.config.tau) + infonce_with_queue(q[n:], k[:n], queue, model.config.tau))
+
+
+def plain_byol_loss(model, v1, v2):
+    x = model.normalize(torch.cat([v1, v2]))
+    p = model.head.predictor(model.head.projector(model.iecl(x).pooler_output))
+    backbone = model.head.momentum_backbone
+    with torch.no_grad():
+        t = model.head.momentum_projector(backbone.forward_head(backbone.forward_features(x), pre_logits=True))
+    n = len(v1)
+    return byol_loss(p[:n], t[n:]) + byol_loss(p[n:], t[:n])
+
+
+@pytest.mark.parametrize("framework,reference", [("moco", plain_moco_loss), ("byol", plain_byol_loss)])
+def test_with_iecl_modules_off_each_framework_is_its_plain_version(framework, reference):
+    config = IECLConfig(**TINY, framework=framework, moco_queue_size=32, use_view_generator=False, lambda_pres=0.0)
+    torch.manual_seed(0)
+    model = IECLForPreTraining(config)
+    model.eval()  # BN running statistics: two forward passes see the same normalization
+    v1, v2 = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
+    expected = reference(model, v1, v2)
+    expected_grads = torch.autograd.grad(expected, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
+    output = model(v1, v2)
+    assert output.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    grads = torch.autograd.grad(output.loss, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
+    for got, want in zip(grads, expected_grads):
+        assert (got is None) == (want is None)
+        if got is not None:
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("framework", ["moco", "byol"])
+def test_iecl_modules_train_on_every_framework(framework):
+    model = IECLForPreTraining(IECLConfig(**TINY, framework=framework, moco_queue_size=32))
+    torch.nn.init.normal_(model.view_generator.to_delta.weight, std=0.05)
+    output = model(torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16))
+    output.loss.backward()
+    assert output.perturbation_l1 > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.view_generator.parameters())
+    assert all(p.grad is None for p in model.head.momentum_backbone.parameters())  # no gradient to the target
+
+
+@pytest.mark.parametrize("framework", ["moco", "byol"])
+def test_framework_state_survives_save_and_load_but_not_in_the_encoder(framework, tmp_path):
+    model = IECLForPreTraining(IECLConfig(**TINY, framework=framework, moco_queue_size=32))
+    model.train()
+    model(torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16))  # MoCo: enqueue
+    with torch.no_grad():
+        next(model.iecl.backbone.parameters()).add_(0.5)
+    model.update_momentum_encoder(0.3)
+    model.save_pretrained(tmp_path)
+    loaded = IECLForPreTraining.from_pretrained(tmp_path)
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    encoder = IECLModel.from_pretrained(tmp_path)
+    assert all(not key.startswith("head") for key in encoder.state_dict())
+
+
+WORLD_SIZE, BATCH = 2, 8
+
+
+def moco_step(rows, v1, v2):
+    torch.manual_seed(0)
+    model = IECLForPreTraining(IECLConfig(**TINY, framework="moco", moco_queue_size=12, use_view_generator=False))
+    model.train()
+    for module in model.modules():  # per-process BN statistics cannot equal the global ones: use running stats
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    output = model(v1[rows], v2[rows])
+    return output.loss.detach(), model.head.queue.clone(), model.head.queue_pointer.clone()
+
+
+def moco_worker(rank, port, out_dir):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        g = torch.Generator().manual_seed(1)
+        v1, v2 = torch.rand(BATCH, 3, 16, 16, generator=g), torch.rand(BATCH, 3, 16, 16, generator=g)
+        half = BATCH // WORLD_SIZE
+        torch.save(moco_step(slice(rank * half, (rank + 1) * half), v1, v2), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_moco_queue_matches_one_process(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.start_processes(moco_worker, args=(port, str(tmp_path)), nprocs=WORLD_SIZE, join=True, start_method="fork")
+    g = torch.Generator().manual_seed(1)
+    v1, v2 = torch.rand(BATCH, 3, 16, 16, generator=g), torch.rand(BATCH, 3, 16, 16, generator=g)
+    loss, queue, pointer = moco_step(slice(0, BATCH), v1, v2)
+    assert int(pointer) == BATCH
+    for rank in range(WORLD_SIZE):
+        rank_loss, rank_queue, rank_pointer = torch.load(tmp_path / f"rank{rank}.pt")
+        torch.testing.assert_close(rank_loss, loss, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(rank_queue, queue, rtol=1e-5, atol=1e-6)
+        assert int(rank_pointer) == int(pointer)
