@@ -36,12 +36,9 @@ SWEEP_VARIANTS = {
     "iecl_untransformed_ref": "entropy_reference=untransformed",
     "iecl_projection_level": "representation_level=projection",
     "iecl_logdet": "entropy_estimator=logdet",
-    "iecl_uniformity": "entropy_estimator=uniformity",
-    "iecl_eps0.02": "generator_epsilon=0.02",
     "iecl_eps0.1": "generator_epsilon=0.1",
     "iecl_lgen0.1": "lambda_gen=0.1",
     "iecl_lgen10": "lambda_gen=10.0",
-    "iecl_lpres0.1": "lambda_pres=0.1",
     "iecl_lpres10": "lambda_pres=10.0",
 }
 
@@ -74,7 +71,7 @@ def one_run(args, variant, overrides, seed):
     run(command, os.path.join(run_dir, "pretrain.log"))
     pretrain_seconds = time.time() - start
     eval_command = [sys.executable, "recipes/linear_eval.py", "--model_name_or_path", pretrain_dir, "--dataset_name", args.dataset,
-                    "--output_dir", eval_dir, "--seed", str(seed)]
+                    "--output_dir", eval_dir, "--seed", str(seed), "--embedding_2d", args.embedding_2d]
     if args.max_eval_samples:
         eval_command += ["--max_train_samples", str(args.max_eval_samples), "--max_test_samples", str(args.max_eval_samples)]
     run(eval_command, os.path.join(run_dir, "eval.log"))
@@ -146,6 +143,7 @@ def main():
     parser.add_argument("--max_eval_samples", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (a GPU fits several small runs)")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--embedding_2d", default="pca", help="features_2d.png of each eval: pca (fast) or tsne")
     parser.add_argument("--work_dir", default="runs/quality")
     parser.add_argument("--results_file", default=None)
     parser.add_argument("--quick", action="store_true", help="1 epoch on 1,000 images, 1 seed: checks the pipeline in minutes")

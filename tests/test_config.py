@@ -23,6 +23,8 @@ from iecl_hf import IECLConfig
         ({"representation_level": "logits"}, "representation_level"),
         ({"use_view_generator": "yes"}, "use_view_generator"),
         ({"image_size": 0}, "image_size"),
+        ({"momentum_base": 1.0}, "momentum_base"),
+        ({"moco_queue_size": 0}, "moco_queue_size"),
     ],
 )
 def test_bad_values_raise_naming_the_field(kwargs, field):
@@ -40,6 +42,11 @@ def test_bad_values_raise_naming_the_field(kwargs, field):
 def test_choice_errors_list_the_allowed_values(kwargs, allowed):
     with pytest.raises(ValueError, match=allowed):
         IECLConfig(**kwargs)
+
+
+@pytest.mark.parametrize("framework", ["simclr", "moco", "byol"])
+def test_every_framework_is_accepted(framework):
+    assert IECLConfig(framework=framework).framework == framework
 
 
 def test_zero_lambdas_are_allowed():

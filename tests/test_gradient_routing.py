@@ -43,6 +43,9 @@ def inputs():
     generator = torch.Generator().manual_seed(99)
     pixel_values = torch.rand(BATCH, 3, SIZE, SIZE, generator=generator)
     pixel_values_2 = torch.rand(BATCH, 3, SIZE, SIZE, generator=generator)
+    # View 1 in two clusters (low pixel entropy), view 2 spread out: a positive input gain switches the
+    # preservation regularizer's relu on, so its gradient is part of what is checked.
+    pixel_values = 0.8 * pixel_values[torch.arange(BATCH) % 2] + 0.2 * pixel_values
     return pixel_values, pixel_values_2
 
 
@@ -52,15 +55,18 @@ def reference_objectives(model, pixel_values, pixel_values_2):
     mean = torch.tensor(config.image_mean).view(1, 3, 1, 1)
     std = torch.tensor(config.image_std).view(1, 3, 1, 1)
 
-    def encode(images):
-        features = model.iecl.backbone.forward_head(model.iecl.backbone.forward_features((images - mean) / std), pre_logits=True)
-        return features, model.projector(features)
+    def backbone_features(normalized):
+        return model.iecl.backbone.forward_head(model.iecl.backbone.forward_features(normalized), pre_logits=True)
 
     torch.manual_seed(SEED)
     generated, _ = model.view_generator(pixel_values_2)  # T_phi(v2), differentiable in phi
     # Both views go through the encoder as one batch (BatchNorm statistics over 2B, like the model).
-    features, projections = encode(torch.cat([pixel_values, generated]))
-    base_loss = nt_xent_loss(projections[:BATCH], projections[BATCH:], config.tau)
+    encoder_inputs = (torch.cat([pixel_values, generated]) - mean) / std
+    features = backbone_features(encoder_inputs)
+    # L_base: the framework head's loss (SimCLR: NT-Xent on the projector's outputs).
+    base_loss, projections = model.head(features, encoder_inputs.detach(), BATCH)
+    if config.framework == "simclr":
+        torch.testing.assert_close(base_loss, nt_xent_loss(projections[:BATCH], projections[BATCH:], config.tau))
 
     pixel_entropy = BatchEntropy(config.entropy_estimator, "gaussian", config.logdet_epsilon, config.uniformity_t)
     representation_entropy = BatchEntropy(config.entropy_estimator, "cosine", config.logdet_epsilon, config.uniformity_t)
@@ -70,7 +76,8 @@ def reference_objectives(model, pixel_values, pixel_values_2):
     else:
         pixel_reference = pixel_values_2
         with torch.no_grad():
-            reference_features, reference_projections = encode(pixel_values_2)
+            reference_features = backbone_features((pixel_values_2 - mean) / std)
+            reference_projections = model.head.projector(reference_features)
         representation_reference = reference_projections if config.representation_level == "projection" else reference_features
     # The reference side of each gain is a constant.
     gain_input = pixel_entropy(pixel_features(generated, config.pixel_entropy_size)) - pixel_entropy(
@@ -111,16 +118,29 @@ def max_difference(first, second):
         {"generator_stance": "adversarial"},
         {"generator_stance": "adversarial", "entropy_reference": "untransformed", "representation_level": "projection"},
         {"generator_stance": "cooperative", "entropy_estimator": "logdet"},
+        {"generator_stance": "cooperative", "framework": "moco", "moco_queue_size": 64},
+        {"generator_stance": "adversarial", "framework": "byol", "entropy_estimator": "uniformity"},
     ],
-    ids=["cooperative", "adversarial", "adversarial-untransformed-projection", "cooperative-logdet"],
+    ids=["cooperative", "adversarial", "adversarial-untransformed-projection", "cooperative-logdet", "moco", "byol-adversarial"],
 )
 def test_each_group_gets_the_gradient_of_its_objective(overrides):
     model = build_model(**overrides)
     pixel_values, pixel_values_2 = inputs()
-    encoder_params, generator_params = model.encoder_parameters(), model.generator_parameters()
+    # Parameters that get gradients (MoCo/BYOL momentum branches are frozen copies).
+    encoder_params = [p for p in model.encoder_parameters() if p.requires_grad]
+    generator_params = model.generator_parameters()
     assert len(generator_params) > 0 and len(encoder_params) > len(list(model.iecl.parameters()))
+    # The forward changes state (BatchNorm running statistics, MoCo's queue): the reference starts from the same.
+    buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
 
     output, encoder_grads, generator_grads = model_gradients(model, pixel_values, pixel_values_2)
+    for parameter in model.parameters():
+        if not parameter.requires_grad:
+            assert parameter.grad is None
+    encoder_grads = [p.grad for p in encoder_params]
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            buffer.copy_(buffers[name])
 
     loss_theta, loss_phi, base_loss, gain_input, gain_representation = reference_objectives(model, pixel_values, pixel_values_2)
     expected_encoder = torch.autograd.grad(loss_theta, encoder_params, retain_graph=True)
@@ -155,4 +175,10 @@ def test_without_generator_the_loss_is_plain_objective():
     assert model.generator_parameters() == []
     torch.testing.assert_close(output.loss, output.base_loss)
     output.loss.backward()
-    assert all(p.grad is not None for p in model.encoder_parameters())
+    grads = [p.grad for p in model.encoder_parameters()]
+    assert all(grad is not None for grad in grads)
+    # Exactly the plain SimCLR gradient: the entropy terms are monitored, not trained on.
+    model_input = (torch.cat([pixel_values, pixel_values_2]) - model.image_mean) / model.image_std
+    projections = model.head.projector(model.iecl(model_input).pooler_output)
+    expected = torch.autograd.grad(nt_xent_loss(projections[:BATCH], projections[BATCH:], model.config.tau), model.encoder_parameters())
+    assert_grads_equal(grads, expected, "plain SimCLR")
