@@ -7,7 +7,7 @@
 
 Protocol: the encoder is frozen in eval mode; train and test images go through the checkpoint's saved image
 processor, and their pooled features are extracted once (cached in OUT/features_cache/). A linear head is trained
-on the features (cross-entropy, SGD momentum 0.9 lr 0.1 or AdamW lr 1e-3, cosine schedule, 100 epochs, features
+on the features (cross-entropy, SGD momentum 0.9 lr 0.1 or AdamW lr 1e-2, cosine schedule, 100 epochs, features
 standardized); `--augment` trains it on random resized crops through the frozen encoder instead (10 epochs by
 default: each epoch runs the encoder). Reported on the test split: linear top-1 / top-5 and weighted kNN top-1
 (cosine, k=20 and k=200, temperature 0.07). Without a test split, a stratified 20% of train is held out.

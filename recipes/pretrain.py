@@ -41,7 +41,13 @@ from iecl_hf.evaluation import extract_features, knn_accuracy
 from iecl_hf.hub.model_card import render_pretraining_card
 from iecl_hf.hub.upload import PushError, push_output_folder
 from iecl_hf.training.arguments import check_output_dir, parse_args, validate_train_args
-from iecl_hf.training.checkpointing import resolve_checkpoint, save_checkpoint
+from iecl_hf.training.checkpointing import (
+    check_free_space,
+    check_resume_checkpoint,
+    prepare_output_for_fresh_start,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from iecl_hf.training.logs import JsonlLogger, TrainingState
 from iecl_hf.training.optim import build_encoder_optimizer, build_generator_optimizer, build_scheduler
 from iecl_hf.training.visuals import save_training_curves, save_views_grid
@@ -53,6 +59,17 @@ LOGGED_TERMS = ("loss", "base_loss", "entropy_gain_input", "entropy_gain_represe
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+def check_finite_weights(model, step, last_good):
+    """Never write non-finite weights (or statistics): the last checkpoint on disk stays the last good one."""
+    bad = [name for name, tensor in model.state_dict().items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise NonFiniteLossError(
+            f"Non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) after step {step}. Training stopped "
+            f"without saving them; the last good checkpoint: {last_good}. Resume with --resume_from_checkpoint latest "
+            "and a lower --learning_rate, or --mixed_precision no."
+        )
 
 
 def take_subset(split, n):
@@ -69,14 +86,21 @@ def main(argv=None):
     preset = model_values.pop("_preset")
     config = IECLConfig(**model_values)  # raises ValueError naming any bad field
     check_output_dir(args.output_dir)
+    # Checked before any data is read: a missing folder, another model's checkpoint, an unfinished run in the way.
+    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    if checkpoint:
+        check_resume_checkpoint(checkpoint)
+    else:
+        prepare_output_for_fresh_start(args.output_dir, args.overwrite_output_dir, remove=False)
 
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=None if args.report_to == "none" else args.report_to,
+        log_with=None if args.report_to == "none" else [name.strip() for name in args.report_to.split(",")],
         project_dir=args.output_dir,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # The shuffle order comes from (data_seed, epoch) alone: identical on every process, reproducible on resume.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
     )
-    set_seed(args.seed, device_specific=False)
+    set_seed(args.seed, device_specific=False)  # the same initial weights on every process
     device = accelerator.device
     accelerator.print(f"IE-CL pretraining: preset {preset}, {accelerator.num_processes} process(es) on {device}, "
                       f"mixed precision {accelerator.mixed_precision}")
@@ -88,6 +112,9 @@ def main(argv=None):
     if data_args.train_split not in raw:
         raise ValueError(f"--train_split {data_args.train_split!r} is not a split of {dataset_name}; available: {list(raw)}.")
     train_split = raw[data_args.train_split]
+    if isinstance(train_split, Dataset) and len(train_split) == 0:
+        raise ValueError(f"The split {data_args.train_split!r} of {dataset_name} is empty; choose another --train_split "
+                         f"(available: {list(raw)}).")
     columns = detect_columns(train_split.features, data_args.image_column, data_args.label_column)
     if data_args.max_train_samples:
         train_split = take_subset(train_split, data_args.max_train_samples)
@@ -112,6 +139,7 @@ def main(argv=None):
         train_data, batch_size=args.per_device_train_batch_size, shuffle=not data_args.streaming, drop_last=True,
         num_workers=args.dataloader_num_workers if not data_args.streaming else min(args.dataloader_num_workers, train_data.num_shards),
         collate_fn=TwoViewCollator(), persistent_workers=args.dataloader_num_workers > 0 and not data_args.streaming,
+        generator=torch.Generator().manual_seed(args.seed),
     )
 
     # Labelled images for the online kNN: a memory bank from the training split, queries from the validation split.
@@ -122,6 +150,15 @@ def main(argv=None):
     if columns.label is not None and args.knn_every_epochs > 0 and validation_split not in (None, "none"):
         if validation_split not in raw:
             raise ValueError(f"--validation_split {validation_split!r} is not a split of {dataset_name}; available: {list(raw)}.")
+        validation_features = raw[validation_split].features
+        if validation_features is not None:
+            missing = [c for c in (columns.image, columns.label) if c not in validation_features]
+            if missing:
+                raise ValueError(f"The validation split {validation_split!r} of {dataset_name} has no column(s) {missing}; "
+                                 f"available columns: {list(validation_features)}. Pass --validation_split none to skip the online kNN.")
+        if isinstance(raw[validation_split], Dataset) and len(raw[validation_split]) == 0:
+            raise ValueError(f"The validation split {validation_split!r} of {dataset_name} is empty; pass another "
+                             "--validation_split, or --validation_split none to skip the online kNN.")
         bank = make_eval_dataset(take_subset(raw[data_args.train_split], data_args.knn_max_train_samples), columns, config.image_size)
         queries = make_eval_dataset(take_subset(raw[validation_split], data_args.knn_max_eval_samples), columns, config.image_size)
         knn_loaders = [accelerator.prepare_data_loader(DataLoader(d, batch_size=256, collate_fn=TwoViewCollator()))
@@ -133,10 +170,14 @@ def main(argv=None):
     encoder_optimizer = build_encoder_optimizer(args.optimizer, model.encoder_parameters(), learning_rate, args.weight_decay)
     generator_optimizer = build_generator_optimizer(model.generator_parameters(), args.generator_learning_rate)
     optimizers = [o for o in (encoder_optimizer, generator_optimizer) if o is not None]
+    if checkpoint:  # another model's weights: a clear error now, not a wall of missing keys from load_state
+        check_resume_checkpoint(checkpoint, model)
     model, *optimizers = accelerator.prepare(model, *optimizers)
     if not data_args.streaming:
         train_loader = accelerator.prepare(train_loader)
     unwrapped = accelerator.unwrap_model(model)
+    # From here on each process draws its own augmentations and generator noise (the weights are already equal).
+    set_seed(args.seed, device_specific=True)
 
     if data_args.streaming:
         steps_per_epoch = None
@@ -151,23 +192,56 @@ def main(argv=None):
     state = TrainingState()
     accelerator.register_for_checkpointing(scheduler, state)
 
-    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    # The disk must hold the kept checkpoints (weights + optimizer states), the one being written and the final model.
+    weight_bytes = sum(t.numel() * t.element_size() for t in unwrapped.state_dict().values())
+    optimizer_bytes = sum(t.numel() * t.element_size() for o in optimizers for s in o.state_dict()["state"].values()
+                          for t in s.values() if torch.is_tensor(t)) or 2 * weight_bytes
+    saves = 1 + (max_train_steps // int(args.checkpointing_steps) if (args.checkpointing_steps or "").isdigit() else 0) + (
+        min(num_epochs, 1000) if args.checkpointing_steps == "epoch" else 0)
+    kept = min(saves, args.checkpoints_total_limit or saves)
+    check_free_space(args.output_dir, (kept + 1) * (weight_bytes + optimizer_bytes) + weight_bytes + 20 * 2**20)
+
+    logger = JsonlLogger(os.path.join(args.output_dir, "logs", "train_log.jsonl"), enabled=accelerator.is_main_process)
     if checkpoint:
         accelerator.load_state(checkpoint)
+        if accelerator.is_main_process:
+            logger.truncate_after(state.step, state.epoch)
         accelerator.print(f"Resumed from {checkpoint} at step {state.step} (epoch {state.epoch}).")
-    elif args.resume_from_checkpoint:
-        accelerator.print(f"No checkpoint in {args.output_dir}: starting from scratch.")
+    else:
+        if accelerator.is_main_process:
+            note = prepare_output_for_fresh_start(args.output_dir, args.overwrite_output_dir)
+            if note:
+                accelerator.print(note)
+        accelerator.wait_for_everyone()
+        if args.resume_from_checkpoint:
+            accelerator.print(f"No checkpoint in {args.output_dir}: starting from scratch.")
 
     if args.report_to != "none":
         accelerator.init_trackers("iecl-pretrain", config={**vars(args), **vars(data_args), **config.to_diff_dict()})
-    logger = JsonlLogger(os.path.join(args.output_dir, "logs", "train_log.jsonl"), enabled=accelerator.is_main_process)
 
-    # A fixed set of images for views.png.
-    preview_examples = make_eval_dataset(take_subset(raw[data_args.train_split], 8), columns, config.image_size)
-    preview = TwoViewCollator()([preview_examples[i] for i in range(len(preview_examples))])["pixel_values"]
+    # A fixed set of images for views.png: the first 8 decodable ones.
+    preview_examples = make_eval_dataset(take_subset(raw[data_args.train_split], 64), columns, config.image_size)
+    preview_examples = [e for e in (preview_examples[i] for i in range(len(preview_examples))) if e["example"] is not None][:8]
+    if not preview_examples:
+        raise ValueError(f"None of the first 64 images of the split {data_args.train_split!r} of {dataset_name} could be "
+                         f"decoded (column {columns.image!r}); check the data or pass --image_column.")
+    preview = TwoViewCollator()(preview_examples)["pixel_values"]
 
     def write_views(folder):
         save_views_grid(unwrapped, device_augmentation, preview, os.path.join(folder, "views.png"), seed=args.seed)
+
+    last_saved_step = state.step if checkpoint else None
+
+    def last_good_checkpoint():
+        if last_saved_step is None:
+            return "none yet"
+        return os.path.join(args.output_dir, "checkpoints", f"step_{last_saved_step}")
+
+    def checkpoint_now():
+        nonlocal last_saved_step
+        check_finite_weights(unwrapped, state.step, last_good_checkpoint())
+        save_checkpoint(accelerator, args.output_dir, state.step, args.checkpoints_total_limit, write_views)
+        last_saved_step = state.step
 
     def run_knn():
         bank_features, bank_labels = extract_features(unwrapped.iecl, knn_loaders[0], device, unwrapped.normalize, accelerator.gather_for_metrics)
@@ -179,92 +253,97 @@ def main(argv=None):
                       f"global batch {global_batch}, {max_train_steps} steps, lr {learning_rate:g} ({args.optimizer}), "
                       f"model: {config.backbone} stem={config.stem} {config.image_size}px, generator={config.use_view_generator}")
     progress = tqdm(total=max_train_steps, initial=state.step, disable=not accelerator.is_local_main_process, desc="pretrain")
-    model.train()
-    window_start, window_images = time.perf_counter(), 0
-    stop = state.step >= max_train_steps
-    while not stop and state.epoch < num_epochs:
-        epoch_loader = train_loader
-        if steps_per_epoch is not None:
-            train_loader.set_epoch(state.epoch)
-            done_in_epoch = state.step - state.epoch * steps_per_epoch
-            if done_in_epoch > 0:  # resumed mid-epoch: the same shuffle, without the batches already seen
-                epoch_loader = accelerator.skip_first_batches(train_loader, done_in_epoch * args.gradient_accumulation_steps)
-        else:
-            train_data.set_epoch(state.epoch)
-        for batch in epoch_loader:
-            state.skipped_images += int(batch["num_skipped"])
-            if "images" in batch:
-                images = batch["images"].to(device, non_blocking=True)
-                view_1, view_2 = device_augmentation(images), device_augmentation(images)
+    try:  # a run that stops on an error closes its progress bar first
+        model.train()
+        window_start, window_images = time.perf_counter(), 0
+        stop = state.step >= max_train_steps
+        while not stop and state.epoch < num_epochs:
+            epoch_loader = train_loader
+            if steps_per_epoch is not None:
+                train_loader.set_epoch(state.epoch)
+                done_in_epoch = state.step - state.epoch * steps_per_epoch
+                if done_in_epoch > 0:  # resumed mid-epoch: the same shuffle, without the batches already seen
+                    epoch_loader = accelerator.skip_first_batches(train_loader, done_in_epoch * args.gradient_accumulation_steps)
             else:
-                view_1, view_2 = batch["pixel_values"].to(device), batch["pixel_values_2"].to(device)
-            if accelerator.num_processes > 1:  # skipped images can leave ranks with unequal batches: gather needs equal
-                size = int(accelerator.gather(torch.tensor([len(view_1)], device=device)).min())
-                view_1, view_2 = view_1[:size], view_2[:size]
-            if len(view_1) < 2:
+                train_data.set_epoch(state.epoch)
+            for batch in epoch_loader:
+                if int(batch["num_skipped"]) and not state.skipped_images:
+                    print(f"WARNING (process {accelerator.process_index}): an image could not be decoded and was skipped; "
+                          "skipped images are counted and reported at the end.", file=sys.stderr)
+                state.skipped_images += int(batch["num_skipped"])
+                if "images" in batch:
+                    images = batch["images"].to(device, non_blocking=True)
+                    view_1, view_2 = device_augmentation(images), device_augmentation(images)
+                else:
+                    view_1, view_2 = batch["pixel_values"].to(device), batch["pixel_values_2"].to(device)
+                if accelerator.num_processes > 1:  # skipped images can leave ranks with unequal batches: gather needs equal
+                    size = int(accelerator.gather(torch.tensor([len(view_1)], device=device)).min())
+                    view_1, view_2 = view_1[:size], view_2[:size]
+                if len(view_1) < 2:
+                    continue
+                if config.generator_warmup_steps:  # the budget of this step (also right after a resume)
+                    unwrapped.set_generator_budget_scale(state.step / config.generator_warmup_steps)
+                with accelerator.accumulate(model):
+                    output = model(pixel_values=view_1, pixel_values_2=view_2)
+                    terms = {name: getattr(output, name) for name in LOGGED_TERMS}
+                    bad = [name for name, value in terms.items() if not torch.isfinite(value).all()]
+                    if bad:
+                        raise NonFiniteLossError(
+                            f"Non-finite {', '.join(f'{n}={terms[n].item()}' for n in bad)} at step {state.step + 1}. "
+                            f"Training stopped; nothing was saved after the last good checkpoint ({last_good_checkpoint()}). Resume "
+                            "with --resume_from_checkpoint latest and a lower --learning_rate, or --mixed_precision no."
+                        )
+                    accelerator.backward(output.loss)
+                    for optimizer in optimizers:
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                window_images += len(view_1) * accelerator.num_processes
+                if not accelerator.sync_gradients:
+                    continue
+                scheduler.step()
+                state.step += 1
+                unwrapped.update_momentum_encoder(state.step / max_train_steps)  # MoCo / BYOL; no-op for SimCLR
+                state.images_seen += len(view_1) * accelerator.num_processes * args.gradient_accumulation_steps
+                progress.update(1)
+                if state.step % args.logging_steps == 0 or state.step == max_train_steps:
+                    elapsed = time.perf_counter() - window_start
+                    record = {"step": state.step, "epoch": state.epoch, "lr": scheduler.get_last_lr()[0],
+                              "images_per_second": window_images / max(elapsed, 1e-9),
+                              **{name: round(value.item(), 6) for name, value in terms.items()}}
+                    window_start, window_images = time.perf_counter(), 0
+                    state.history.append(record)
+                    logger.log(record)
+                    accelerator.log(record, step=state.step)
+                    progress.set_postfix(loss=f"{record['loss']:.3f}", dH_in=f"{record['entropy_gain_input']:.3f}",
+                                         dH_rep=f"{record['entropy_gain_representation']:.3f}", img_s=f"{record['images_per_second']:.0f}")
+                if args.checkpointing_steps and args.checkpointing_steps.isdigit() and state.step % int(args.checkpointing_steps) == 0:
+                    checkpoint_now()
+                if state.step >= max_train_steps:
+                    stop = True
+                    break
+            else:
+                state.epoch += 1
+                if knn_loaders and state.epoch % args.knn_every_epochs == 0:
+                    top1 = run_knn()
+                    record = {"step": state.step, "epoch": state.epoch, "knn_top1": top1}
+                    state.history.append(record)
+                    logger.log(record)
+                    accelerator.log(record, step=state.step)
+                    accelerator.print(f"epoch {state.epoch}: online kNN top-1 {100 * top1:.2f}%")
+                if args.checkpointing_steps == "epoch":
+                    checkpoint_now()
                 continue
-            with accelerator.accumulate(model):
-                output = model(pixel_values=view_1, pixel_values_2=view_2)
-                terms = {name: getattr(output, name) for name in LOGGED_TERMS}
-                bad = [name for name, value in terms.items() if not torch.isfinite(value).all()]
-                if bad:
-                    raise NonFiniteLossError(
-                        f"Non-finite {', '.join(f'{n}={terms[n].item()}' for n in bad)} at step {state.step + 1}. "
-                        f"Training stopped; nothing was saved after the last checkpoint in "
-                        f"{os.path.join(args.output_dir, 'checkpoints')} (resume with --resume_from_checkpoint latest "
-                        "and a lower --learning_rate, or --mixed_precision no)."
-                    )
-                accelerator.backward(output.loss)
-                for optimizer in optimizers:
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-            window_images += len(view_1) * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            state.step += 1
-            unwrapped.update_momentum_encoder(state.step / max_train_steps)  # MoCo / BYOL; no-op for SimCLR
-            state.images_seen += len(view_1) * accelerator.num_processes * args.gradient_accumulation_steps
-            if config.generator_warmup_steps:
-                unwrapped.set_generator_budget_scale(state.step / config.generator_warmup_steps)
-            progress.update(1)
-            if state.step % args.logging_steps == 0 or state.step == max_train_steps:
-                elapsed = time.perf_counter() - window_start
-                record = {"step": state.step, "epoch": state.epoch, "lr": scheduler.get_last_lr()[0],
-                          "images_per_second": window_images / max(elapsed, 1e-9),
-                          **{name: round(value.item(), 6) for name, value in terms.items()}}
-                window_start, window_images = time.perf_counter(), 0
-                state.history.append(record)
-                logger.log(record)
-                accelerator.log(record, step=state.step)
-                progress.set_postfix(loss=f"{record['loss']:.3f}", dH_in=f"{record['entropy_gain_input']:.3f}",
-                                     dH_rep=f"{record['entropy_gain_representation']:.3f}", img_s=f"{record['images_per_second']:.0f}")
-            if args.checkpointing_steps and args.checkpointing_steps.isdigit() and state.step % int(args.checkpointing_steps) == 0:
-                save_checkpoint(accelerator, args.output_dir, state.step, args.checkpoints_total_limit, write_views)
-            if state.step >= max_train_steps:
-                stop = True
-                break
-        else:
-            state.epoch += 1
-            if knn_loaders and state.epoch % args.knn_every_epochs == 0:
-                top1 = run_knn()
-                record = {"step": state.step, "epoch": state.epoch, "knn_top1": top1}
-                state.history.append(record)
-                logger.log(record)
-                accelerator.log(record, step=state.step)
-                accelerator.print(f"epoch {state.epoch}: online kNN top-1 {100 * top1:.2f}%")
-            if args.checkpointing_steps == "epoch":
-                save_checkpoint(accelerator, args.output_dir, state.step, args.checkpoints_total_limit, write_views)
-            continue
-        if stop and state.step >= max_train_steps and steps_per_epoch and state.step % steps_per_epoch == 0:
-            state.epoch += 1
-    progress.close()
+            if stop and state.step >= max_train_steps and steps_per_epoch and state.step % steps_per_epoch == 0:
+                state.epoch += 1
+    finally:
+        progress.close()
 
     # ---------------------------------------------------------------- results
     final_knn = run_knn() if knn_loaders else None
     if final_knn is not None and not any(r.get("knn_top1") == final_knn and r["step"] == state.step for r in state.history):
         state.history.append({"step": state.step, "epoch": state.epoch, "knn_top1": final_knn})
-    save_checkpoint(accelerator, args.output_dir, state.step, args.checkpoints_total_limit, write_views)
+    if last_saved_step != state.step:
+        checkpoint_now()
     skipped = int(accelerator.reduce(torch.tensor(state.skipped_images, device=device), reduction="sum"))
     if skipped:
         accelerator.print(f"WARNING: skipped {skipped} images that could not be decoded.")

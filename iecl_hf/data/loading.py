@@ -74,11 +74,22 @@ def load_image_dataset(
         dataset = load_embedded_digits(image_size)
         return _to_iterable(dataset) if streaming else dataset
     if os.path.exists(dataset_name):
-        if os.path.isdir(dataset_name) and os.path.exists(os.path.join(dataset_name, "dataset_dict.json")):
-            dataset = datasets.load_from_disk(dataset_name)
-            return _to_iterable(dataset) if streaming else dataset
-        builder, builder_kwargs = _local_loader_args(dataset_name)
-        return datasets.load_dataset(builder, dataset_config_name, streaming=streaming, cache_dir=cache_dir, **builder_kwargs, **kwargs)
+        try:
+            if os.path.isdir(dataset_name) and os.path.exists(os.path.join(dataset_name, "dataset_dict.json")):
+                dataset = datasets.load_from_disk(dataset_name)
+                return _to_iterable(dataset) if streaming else dataset
+            builder, builder_kwargs = _local_loader_args(dataset_name)
+            return datasets.load_dataset(builder, dataset_config_name, streaming=streaming, cache_dir=cache_dir, **builder_kwargs, **kwargs)
+        except Exception as error:  # datasets fails on empty splits with errors that do not say so
+            empty = _empty_local_splits(dataset_name)
+            if empty:
+                raise ValueError(f"The local dataset {dataset_name!r} has empty split(s) or file(s): {empty} (0 rows). "
+                                 "Remove them or add images.") from error
+            if isinstance(error, ValueError) and str(error).startswith("--dataset_name"):
+                raise
+            raise ValueError(f"Could not read the local dataset {dataset_name!r} ({type(error).__name__}: {error}). "
+                             "Expected a folder saved with `save_to_disk`, parquet/arrow files (or a folder of them), "
+                             "or an image folder (class_name/image.jpg).") from error
     try:
         return datasets.load_dataset(dataset_name, dataset_config_name, streaming=streaming, cache_dir=cache_dir, **kwargs)
     except Exception as error:  # offline, unknown id, private repo, ...
@@ -90,8 +101,44 @@ def load_image_dataset(
         ) from error
 
 
+def _empty_local_splits(path: str) -> list[str]:
+    """Names of the empty splits (save_to_disk folders) or empty parquet files under a local dataset path."""
+    import json
+
+    empty = []
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, "dataset_dict.json")):
+        try:
+            with open(os.path.join(path, "dataset_dict.json")) as handle:
+                splits = json.load(handle).get("splits", [])
+            for split in splits:
+                with open(os.path.join(path, split, "state.json")) as handle:
+                    if not json.load(handle).get("_data_files"):
+                        empty.append(split)
+        except (OSError, ValueError):
+            pass
+        return empty
+    files = [path] if os.path.isfile(path) else [os.path.join(root, f) for root, _, names in os.walk(path) for f in names]
+    for file in sorted(files):
+        if file.endswith(".parquet"):
+            try:
+                import pyarrow.parquet as pq
+
+                if pq.ParquetFile(file).metadata.num_rows == 0:
+                    empty.append(os.path.relpath(file, path) if file != path else os.path.basename(file))
+            except Exception:
+                pass
+    return empty
+
+
 def _to_iterable(dataset: datasets.DatasetDict) -> datasets.IterableDatasetDict:
     return datasets.IterableDatasetDict({name: split.to_iterable_dataset(num_shards=1) for name, split in dataset.items()})
+
+
+def is_class_id_feature(feature) -> bool:
+    """A ClassLabel, or an integer Value: something `int(label)` turns into a class id."""
+    if isinstance(feature, datasets.ClassLabel):
+        return True
+    return isinstance(feature, datasets.Value) and (feature.dtype.startswith("int") or feature.dtype.startswith("uint"))
 
 
 @dataclass
@@ -119,9 +166,12 @@ def detect_columns(features, image_column: str | None = None, label_column: str 
     if label_column is not None:
         if label_column not in features:
             raise ValueError(f"--label_column {label_column!r} is not a column of the dataset; available columns: {available}.")
+        if not is_class_id_feature(features[label_column]):
+            raise ValueError(f"--label_column {label_column!r} holds {features[label_column]!r}, not integer class ids "
+                             f"(a ClassLabel or an integer Value); available columns: {available}.")
     else:
         typed = [name for name, feature in features.items() if isinstance(feature, datasets.ClassLabel)]
-        named = [name for name in LABEL_COLUMN_CANDIDATES if name in features]
+        named = [name for name in LABEL_COLUMN_CANDIDATES if name in features and is_class_id_feature(features[name])]
         label_column = (typed or named or [None])[0]
     if require_label and label_column is None:
         raise ValueError(f"The dataset has no label column (looked for a ClassLabel or one of {list(LABEL_COLUMN_CANDIDATES)}); "

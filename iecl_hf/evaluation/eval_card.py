@@ -136,7 +136,7 @@ def render_linear_eval_card(results: dict, repo_id: str | None = None, command: 
         pipeline_tag="image-classification",
         tags=["iecl", "self-supervised", "linear-probe", "image-classification", "custom_code"],
         base_model=checkpoint if is_hub_id else None,
-        datasets=[dataset["type"]] if dataset["type"].count("/") == 1 and not os.path.exists(dataset["name"] or "") else None,
+        datasets=[dataset["type"]] if dataset["type"] == dataset["name"] and "/" in dataset["name"] else None,  # Hub ids only
         metrics=["accuracy"],
         eval_results=eval_results,
     )
@@ -161,10 +161,16 @@ def render_linear_eval_card(results: dict, repo_id: str | None = None, command: 
         probe=results["protocol"]["linear_probe"],
         knn=results["protocol"]["knn"],
         seed=results["seed"],
-        metrics_source=results["metrics_source"],
+        metrics_source=_metrics_source_text(results["metrics_source"]),
         embedding_2d=results["protocol"]["embedding_2d"],
         command=command or f"python recipes/linear_eval.py --model_name_or_path {checkpoint}",
     )
+
+
+def _metrics_source_text(source: str) -> str:
+    if source.startswith("evaluate:"):
+        return f"`evaluate.load({source.split(':', 1)[1]!r})`"
+    return "iecl_hf's own code (`evaluate` could not load its metric, e.g. offline; same definition)"
 
 
 def update_model_card(folder: str, results: dict) -> ModelCard:

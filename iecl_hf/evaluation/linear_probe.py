@@ -32,7 +32,8 @@ from ..image_processing import build_image_processor
 from ..modeling_iecl import IECLForImageClassification, IECLModel
 from .features import extract_features
 
-DEFAULT_LEARNING_RATES = {"sgd": 0.1, "adamw": 1e-3}
+# Measured on standardized digits features (trained and random-init encoders): AdamW at 1e-3 underfits by ~5 points.
+DEFAULT_LEARNING_RATES = {"sgd": 0.1, "adamw": 1e-2}
 CACHE_FORMAT_VERSION = 1
 
 

@@ -54,7 +54,7 @@ class AccuracyMetric:
         Expressed as predictions for the accuracy metric: the reference where it is in the top k, else the top-1
         class, so both sources compute the same figure.
         """
-        scores = torch.as_tensor(scores)
+        scores = torch.as_tensor(scores).detach().cpu()
         references = torch.as_tensor(_as_int_array(references))
         if not 1 <= k <= scores.shape[1]:
             raise ValueError(f"top-{k} accuracy needs 1 <= k <= number of classes ({scores.shape[1]}).")

@@ -21,10 +21,14 @@ def embed_2d(features, method: str = "pca", seed: int = 0) -> np.ndarray:
     if method == "pca":
         return PCA(n_components=2, random_state=seed).fit_transform(features)
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     reduced = PCA(n_components=min(50, *features.shape), random_state=seed).fit_transform(features)
     perplexity = float(min(30, max(2, (len(features) - 1) // 3)))
-    return TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(reduced)
+    # One OpenMP thread: on a busy 2-core machine, t-SNE's threads spin against each other (measured: 1.6 s with
+    # one thread, 31 s with two, for 360 points).
+    with threadpool_limits(1, user_api="openmp"):
+        return TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(reduced)
 
 
 def save_features_2d(features, labels, label_names, path: str, method: str = "pca", max_points: int = 2000,

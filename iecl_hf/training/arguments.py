@@ -48,6 +48,7 @@ class DataArguments:
 @dataclass
 class PretrainArguments:
     output_dir: str = field(default="outputs/pretrain-default", metadata={"help": "Where the model, checkpoints, logs and pictures go."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Start from scratch even if --output_dir holds the checkpoints of an unfinished run (they are deleted). Those of a finished run are replaced anyway."})
     preset: str = field(default="auto", metadata={"help": "Model preset: cpu | cifar | stl10 | imagenet | none; auto = cpu without a GPU, cifar with one. Explicit model flags override it."})
     per_device_train_batch_size: int = field(default=64, metadata={"help": "Images per process per step (each gives two views)."})
     gradient_accumulation_steps: int = field(default=1)
@@ -61,7 +62,7 @@ class PretrainArguments:
     max_train_steps: int | None = field(default=None, metadata={"help": "Optimizer steps in total; overrides --num_train_epochs."})
     seed: int = field(default=0)
     checkpointing_steps: str | None = field(default=None, metadata={"help": "Save the training state every N steps, or 'epoch'. A final checkpoint is always saved."})
-    checkpoints_total_limit: int | None = field(default=2, metadata={"help": "Keep only the newest N checkpoints."})
+    checkpoints_total_limit: int | None = field(default=2, metadata={"help": "Keep only the newest N checkpoints (0: keep all)."})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint folder, or 'latest' (newest complete one in --output_dir)."})
     report_to: str = field(default="none", metadata={"help": "Accelerate trackers: tensorboard, wandb, all, none (the JSONL log is always written)."})
     dataloader_num_workers: int = field(default=1)
@@ -145,9 +146,15 @@ def parse_args(argv=None):
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"--config_file {train_args.config_file}: unknown arguments {unknown}.")
-        for key, value in values.items():  # structured values (dicts, lists) stay structured
-            if isinstance(value, (dict, list)):
+        for key, value in values.items():
+            # As text, so argparse converts and checks each value like a command-line flag (and names it when it
+            # cannot); dicts and lists as JSON, parsed again by the IECLConfig flags.
+            if isinstance(value, bool):
+                values[key] = str(value).lower()
+            elif isinstance(value, (dict, list)):
                 values[key] = json.dumps(value)
+            elif value is not None:
+                values[key] = str(value)
         parser.set_defaults(**values)
         data_args, train_args, model_args = parser.parse_args_into_dataclasses(args=argv)
     return data_args, train_args, model_config_values(train_args, model_args)
@@ -171,6 +178,13 @@ def model_config_values(train_args, model_args) -> dict:
     if unknown:
         raise ValueError(f"--model_config_overrides: {unknown} are not IECLConfig fields.")
     values.update(overrides)
+    defaults = inspect.signature(IECLConfig.__init__).parameters
+    for name, value in values.items():  # structured fields: a clear error before IECLConfig sees them
+        if isinstance(defaults[name].default, dict) or name == "backbone_kwargs":
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(f"IECLConfig.{name} must be a dict (a JSON object such as '{{\"channels\": [32, 64, 128, 256]}}'), got {value!r}.")
+        elif name in ("image_mean", "image_std") and value is not None and not isinstance(value, (list, tuple)):
+            raise ValueError(f"IECLConfig.{name} must be 3 numbers (a JSON list such as [0.5, 0.5, 0.5]), got {value!r}.")
     values["_preset"] = preset
     return values
 
@@ -179,7 +193,7 @@ def check_output_dir(output_dir: str):
     """Fail before training if the output folder cannot be written."""
     try:
         os.makedirs(output_dir, exist_ok=True)
-        probe = os.path.join(output_dir, ".write-test")
+        probe = os.path.join(output_dir, f".write-test-{os.getpid()}")  # one per process: they check at the same time
         with open(probe, "w") as handle:
             handle.write("ok")
         os.remove(probe)
@@ -187,8 +201,34 @@ def check_output_dir(output_dir: str):
         raise ValueError(f"--output_dir {output_dir!r} is not writable ({error}); choose another folder.") from error
 
 
+def _check_scheduler(name: str):
+    import torch
+    from transformers import get_scheduler
+
+    try:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        scheduler = get_scheduler(name, optimizer=optimizer, num_warmup_steps=1, num_training_steps=10)
+        optimizer.step()
+        scheduler.step()
+    except Exception as error:
+        raise ValueError(f"--lr_scheduler_type {name!r} cannot be used here ({type(error).__name__}: {error}); "
+                         "use e.g. cosine, linear, constant, constant_with_warmup, polynomial, cosine_with_restarts.") from error
+
+
+def _check_report_to(value: str):
+    from accelerate.utils import LoggerType
+
+    allowed = {t.value for t in LoggerType} | {"none"}
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in allowed]
+    if not names or unknown:
+        raise ValueError(f"--report_to {value!r}: unknown tracker(s) {unknown or [value]}; allowed values: {', '.join(sorted(allowed))}.")
+
+
 def validate_train_args(data_args, train_args):
     """Recipe arguments checked up front, with the flag named."""
+    from .optim import OPTIMIZERS
+
     if train_args.per_device_train_batch_size < 2:
         raise ValueError("--per_device_train_batch_size must be >= 2 (contrastive losses need negatives).")
     for name in ("gradient_accumulation_steps", "num_train_epochs", "logging_steps"):
@@ -211,3 +251,27 @@ def validate_train_args(data_args, train_args):
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/iecl-resnet18-cifar10).")
     if train_args.dataloader_num_workers < 0:
         raise ValueError("--dataloader_num_workers must be >= 0.")
+    if train_args.optimizer not in OPTIMIZERS:
+        raise ValueError(f"--optimizer {train_args.optimizer!r} is not supported; allowed values: {', '.join(OPTIMIZERS)}.")
+    if not train_args.generator_learning_rate > 0:
+        raise ValueError(f"--generator_learning_rate must be > 0, got {train_args.generator_learning_rate}.")
+    if train_args.num_warmup_steps is not None and train_args.num_warmup_steps < 0:
+        raise ValueError(f"--num_warmup_steps must be >= 0, got {train_args.num_warmup_steps}.")
+    if train_args.checkpoints_total_limit is not None and train_args.checkpoints_total_limit < 0:
+        raise ValueError(f"--checkpoints_total_limit must be >= 0 (0 keeps all), got {train_args.checkpoints_total_limit}.")
+    if train_args.knn_every_epochs < 0:
+        raise ValueError(f"--knn_every_epochs must be >= 0 (0 disables the online kNN), got {train_args.knn_every_epochs}.")
+    for name in ("max_train_samples", "knn_max_train_samples", "knn_max_eval_samples", "shuffle_buffer_size"):
+        value = getattr(data_args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}.")
+    _check_scheduler(train_args.lr_scheduler_type)
+    _check_report_to(train_args.report_to)
+    if train_args.hub_model_id:
+        from huggingface_hub.utils import validate_repo_id
+
+        try:
+            validate_repo_id(train_args.hub_model_id)
+        except Exception as error:
+            raise ValueError(f"--hub_model_id {train_args.hub_model_id!r} is not a valid repo id (expected "
+                             f"'name' or 'your-name/name'): {error}") from error

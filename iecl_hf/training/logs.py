@@ -15,6 +15,25 @@ class JsonlLogger:
             with open(self.path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
 
+    def truncate_after(self, step: int, epoch: int):
+        """On resume: drop the records an interrupted run wrote after the checkpoint at (step, epoch); the resumed
+        run logs them again (an epoch-end kNN record carries the checkpoint's step and the next epoch)."""
+        if not (self.enabled and os.path.exists(self.path)):
+            return
+        kept = []
+        with open(self.path) as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except ValueError:  # a line cut short by the kill
+                    continue
+                if (record.get("step", 0), record.get("epoch", 0)) <= (step, epoch):
+                    kept.append(line if line.endswith("\n") else line + "\n")
+        temporary = self.path + ".tmp"
+        with open(temporary, "w") as handle:
+            handle.writelines(kept)
+        os.replace(temporary, self.path)
+
 
 class TrainingState:
     """Step counter, epoch and the history behind the curves; saved by `accelerator.save_state`."""

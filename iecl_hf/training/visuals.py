@@ -15,21 +15,25 @@ def save_views_grid(model, augmentation, images: torch.Tensor, path: str, seed: 
     checkpoints differ only by what the generator learned.
     """
     device = next(model.parameters()).device
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    images = images.to(device)
-    standard = augmentation(images)
-    generated, delta = model.generate_view(standard)
-    torch.random.set_rng_state(state)
+    # The training run's random streams (CPU and this GPU) are left exactly as they were: a resumed run and an
+    # uninterrupted one draw the same numbers whether or not pictures were written in between.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        images = images.to(device)
+        standard = augmentation(images)
+        generated, delta = model.generate_view(standard)
     scale = max(delta.abs().max().item(), 1e-8)
     amplified = (0.5 + 0.5 * delta / scale).clamp(0, 1)
     rows = [("original", images), ("standard view", standard), ("generated view", generated), ("perturbation (amplified)", amplified)]
     n = images.shape[0]
-    figure, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, 1.3 * len(rows)), squeeze=False)
+    # One image per row (the N pictures side by side, 1 px apart): a few axes render much faster than 4 x N.
+    figure, axes = plt.subplots(len(rows), 1, figsize=(1.2 * n, 1.3 * len(rows)), squeeze=False)
     for r, (title, batch) in enumerate(rows):
-        for c in range(n):
-            axes[r][c].imshow(batch[c].float().permute(1, 2, 0).cpu().numpy())
-            axes[r][c].axis("off")
+        batch = batch.float().clamp(0, 1).cpu()
+        padded = torch.nn.functional.pad(batch, (0, 1, 0, 0), value=1.0)  # a white column after each picture
+        strip = torch.cat(list(padded), dim=2)[:, :, :-1]
+        axes[r][0].imshow(strip.permute(1, 2, 0).numpy(), interpolation="nearest")
+        axes[r][0].axis("off")
         axes[r][0].set_title(title, fontsize=8, loc="left")
     figure.suptitle(f"IE-CL views (mean |delta| = {delta.abs().mean().item():.4f})", fontsize=9)
     figure.tight_layout()

@@ -1,0 +1,172 @@
+"""Arguments of recipes/pretrain.py: config files, flag precedence, IECLConfig overrides, and up-front validation."""
+
+import dataclasses
+import inspect
+import json
+from unittest import mock
+
+import pytest
+from helpers import pretrain_module, run_pretrain_in_process
+
+from iecl_hf import IECLConfig
+from iecl_hf.training.arguments import ModelArguments, PRESETS, parse_args, parse_overrides, parse_value
+
+
+def write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+# ------------------------------------------------------------------------------------------------ config files
+
+YAML_CONFIG = """
+dataset_name: some/data
+per_device_train_batch_size: 32
+learning_rate: 0.05
+push_to_hub: false
+checkpointing_steps: 100
+lambda_gen: 0.25
+use_view_generator: false
+backbone_kwargs: {channels: [8, 16, 32, 64]}
+image_mean: [0.5, 0.5, 0.5]
+"""
+
+
+@pytest.mark.parametrize("kind", ["yaml", "json"])
+def test_config_file_supplies_every_kind_of_argument(tmp_path, kind):
+    import yaml
+
+    values = yaml.safe_load(YAML_CONFIG)
+    path = write(tmp_path / f"args.{kind}", YAML_CONFIG if kind == "yaml" else json.dumps(values))
+    data_args, train_args, model = parse_args(["--config_file", path])
+    assert data_args.dataset_name == "some/data"
+    assert train_args.per_device_train_batch_size == 32 and train_args.learning_rate == 0.05
+    assert train_args.checkpointing_steps == "100"  # a YAML int for a str flag, as the command line would give it
+    assert train_args.push_to_hub is False
+    assert model["lambda_gen"] == 0.25 and model["use_view_generator"] is False
+    assert model["backbone_kwargs"] == {"channels": [8, 16, 32, 64]}
+    assert model["image_mean"] == [0.5, 0.5, 0.5]
+    IECLConfig(**{k: v for k, v in model.items() if k != "_preset"})  # a valid configuration
+
+
+def test_command_line_flags_override_the_config_file(tmp_path):
+    path = write(tmp_path / "args.yaml", YAML_CONFIG)
+    data_args, train_args, model = parse_args(["--config_file", path, "--per_device_train_batch_size", "16",
+                                               "--lambda_gen", "2.0", "--dataset_name", "other/data"])
+    assert train_args.per_device_train_batch_size == 16
+    assert model["lambda_gen"] == 2.0
+    assert data_args.dataset_name == "other/data"
+    assert train_args.learning_rate == 0.05  # not overridden: from the file
+
+
+def test_config_file_with_unknown_keys_is_rejected(tmp_path):
+    path = write(tmp_path / "args.yaml", "learning_rate: 0.1\nlearnin_rate: 0.2\nbatch: 3\n")
+    with pytest.raises(ValueError, match=r"unknown arguments \['batch', 'learnin_rate'\]"):
+        parse_args(["--config_file", path])
+
+
+def test_config_file_must_be_a_mapping(tmp_path):
+    with pytest.raises(ValueError, match="expected a mapping"):
+        parse_args(["--config_file", write(tmp_path / "args.yaml", "- 1\n- 2\n")])
+
+
+def test_config_file_values_are_type_checked_like_flags(tmp_path, capsys):
+    path = write(tmp_path / "args.yaml", "per_device_train_batch_size: 2.5\n")
+    with pytest.raises(SystemExit):
+        parse_args(["--config_file", path])
+    assert "argument --per_device_train_batch_size" in capsys.readouterr().err.replace("invalid int value: '2.5'", "")
+
+
+def test_bad_flag_types_name_the_flag(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--learning_rate", "fast"])
+    err = capsys.readouterr().err
+    assert "argument --learning_rate" in err and "invalid float value: 'fast'" in err
+
+
+# ------------------------------------------------------------------------------------------------ model fields
+
+
+def test_every_iecl_config_field_has_a_flag():
+    fields = {name for name in inspect.signature(IECLConfig.__init__).parameters if name not in ("self", "kwargs")}
+    assert {f.name for f in dataclasses.fields(ModelArguments)} == fields
+
+
+def test_one_flag_per_field_over_the_preset():
+    _, _, model = parse_args(["--preset", "cifar", "--lambda_gen", "0.5", "--use_view_generator", "false",
+                              "--backbone_kwargs", '{"channels": [8, 16, 32, 64]}', "--stem", "cifar_stride2"])
+    assert model["_preset"] == "cifar"
+    assert model["lambda_gen"] == 0.5 and model["use_view_generator"] is False
+    assert model["backbone_kwargs"] == {"channels": [8, 16, 32, 64]} and model["stem"] == "cifar_stride2"
+    assert model["image_size"] == PRESETS["cifar"]["image_size"]  # the rest from the preset
+
+
+def test_preset_none_sets_nothing_and_auto_is_cpu_without_a_gpu():
+    _, _, model = parse_args(["--preset", "none"])
+    assert model == {"_preset": "none"}
+    _, _, model = parse_args([])
+    assert model["_preset"] == "cpu" and model["backbone_kwargs"] == PRESETS["cpu"]["backbone_kwargs"]
+
+
+def test_model_config_overrides_parse_lists_dicts_bools_and_win_over_flags():
+    text = ('image_mean=[0.5, 0.5, 0.5],tau=0.1,backbone_kwargs={"channels": [1, 2, 3, 4], "drop_rate": 0.1},'
+            "framework=simclr,use_view_generator=false,generator_warmup_steps=10,lambda_pres=1e-3")
+    assert parse_overrides(text) == {
+        "image_mean": [0.5, 0.5, 0.5], "tau": 0.1, "backbone_kwargs": {"channels": [1, 2, 3, 4], "drop_rate": 0.1},
+        "framework": "simclr", "use_view_generator": False, "generator_warmup_steps": 10, "lambda_pres": 0.001,
+    }
+    _, _, model = parse_args(["--tau", "0.5", "--model_config_overrides", text])
+    assert model["tau"] == 0.1  # overrides win over the per-field flag
+    assert parse_overrides("") == {} and parse_overrides(None) == {}
+
+
+@pytest.mark.parametrize("text, value", [("true", True), ("False", False), ("none", None), ("3", 3), ("0.5", 0.5),
+                                         ("[1, 2]", [1, 2]), ('{"a": 1}', {"a": 1}), ("{'a': 1}", {"a": 1}),
+                                         ("simclr", "simclr"), (" cosine ", "cosine")])
+def test_parse_value(text, value):
+    assert parse_value(text) == value
+
+
+# ------------------------------------------------------------------------------------------------ validation
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--tau", "-1"], r"IECLConfig\.tau must be > 0"),
+        (["--model_config_overrides", "tau=abc"], r"IECLConfig\.tau must be a number"),
+        (["--backbone", "no_such_net"], r"IECLConfig\.backbone='no_such_net' is not a timm architecture"),
+        (["--stem", "weird"], r"IECLConfig\.stem='weird' is not supported"),
+        (["--backbone_kwargs", "[1, 2]"], r"IECLConfig\.backbone_kwargs must be a dict"),
+        (["--image_size", "0"], r"IECLConfig\.image_size must be a positive integer"),
+        (["--model_config_overrides", "lambda_gen=0.5,not_a_field=1"], r"\['not_a_field'\] are not IECLConfig fields"),
+        (["--model_config_overrides", "justtext"], r"'justtext' is not NAME=VALUE"),
+        (["--preset", "tiny"], r"--preset 'tiny' is not supported"),
+        (["--per_device_train_batch_size", "1"], r"--per_device_train_batch_size must be >= 2"),
+        (["--gradient_accumulation_steps", "0"], r"--gradient_accumulation_steps must be >= 1"),
+        (["--learning_rate", "0"], r"--learning_rate must be > 0"),
+        (["--generator_learning_rate", "-1"], r"--generator_learning_rate must be > 0"),
+        (["--weight_decay", "-0.1"], r"--weight_decay must be >= 0"),
+        (["--optimizer", "adagrad"], r"--optimizer 'adagrad' is not supported"),
+        (["--lr_scheduler_type", "sometimes"], r"--lr_scheduler_type 'sometimes' cannot be used"),
+        (["--report_to", "tensorboard,nope"], r"--report_to .*\['nope'\]"),
+        (["--checkpointing_steps", "0"], r"--checkpointing_steps must be a positive integer or 'epoch'"),
+        (["--checkpoints_total_limit", "-1"], r"--checkpoints_total_limit must be >= 0"),
+        (["--num_warmup_steps", "-5"], r"--num_warmup_steps must be >= 0"),
+        (["--max_train_steps", "0"], r"--max_train_steps must be >= 1"),
+        (["--max_train_samples", "0"], r"--max_train_samples must be >= 1"),
+        (["--knn_every_epochs", "-1"], r"--knn_every_epochs must be >= 0"),
+        (["--augmentation", "gpu"], r"--augmentation 'gpu'"),
+        (["--dataloader_num_workers", "-1"], r"--dataloader_num_workers must be >= 0"),
+        (["--streaming"], r"--streaming needs --max_train_steps"),
+        (["--push_to_hub"], r"--push_to_hub needs --hub_model_id"),
+        (["--hub_model_id", "a/b/c"], r"--hub_model_id 'a/b/c' is not a valid repo id"),
+    ],
+)
+def test_bad_values_fail_before_anything_runs_naming_the_field(tmp_path, argv, message):
+    recipe = pretrain_module()
+    out = tmp_path / "out"
+    with mock.patch.object(recipe, "load_image_dataset", side_effect=AssertionError("data was read")):
+        with pytest.raises(ValueError, match=message):
+            run_pretrain_in_process([*argv, "--output_dir", out])
+    assert not out.exists()
