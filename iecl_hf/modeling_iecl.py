@@ -19,6 +19,22 @@ from .frameworks_iecl import FRAMEWORK_HEADS, ProjectionHead
 from .view_generator_iecl import ViewGenerator
 
 
+class _ScaleGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor, scale):
+        ctx.scale = scale
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
+
+
+def scale_gradient(tensor: torch.Tensor, scale: float) -> torch.Tensor:
+    """Identity forward; multiplies the gradient by `scale` (the generator's stance on the base loss)."""
+    return _ScaleGradient.apply(tensor, scale)
+
+
 def build_backbone(config: IECLConfig) -> nn.Module:
     """`timm.create_model(config.backbone, ...)` with the stem `config.stem` asks for."""
     backbone = timm.create_model(config.backbone, pretrained=False, num_classes=0, **config.backbone_kwargs)
@@ -187,16 +203,19 @@ class IECLForPreTraining(IECLPreTrainedModel):
         - encoder + projector (theta) get the gradient of `L_theta = L_base + lambda_pres * relu(dH_in.detach() - dH_rep)`;
         - the generator (phi) gets the gradient of `L_phi = s * L_base - lambda_gen * dH_in` (s = +1 cooperative,
           -1 adversarial).
-        The encoder sees a detached copy of the generated view; the gradient of `L_base` at that copy is taken
-        with one input-only backward through the encoder and handed to the generator through a zero-valued
-        surrogate, so `loss` keeps the value of `L_theta`.
+        The encoder sees the generated view through `scale_gradient(., s)`, so the one backward of `loss` gives the
+        generator `s * dL_theta/dview` through the encoder. That is `s * dL_base/dview` exactly when the preservation
+        term has no gradient (`lambda_pres = 0` or its relu inactive), at no extra cost. Otherwise its part is taken
+        with one input-only backward through the encoder and removed through a zero-valued surrogate, which also
+        adds `-lambda_gen * dH_in`; `loss` keeps the value of `L_theta`.
         """
         config = self.config
         return_dict = return_dict if return_dict is not None else config.return_dict
         batch_size = pixel_values.shape[0]
         generated, delta = self.generate_view(pixel_values_2)
         route_gradients = self.view_generator is not None and torch.is_grad_enabled()
-        encoder_input_2 = generated.detach().requires_grad_(True) if route_gradients else generated
+        stance = 1.0 if config.generator_stance == "cooperative" else -1.0
+        encoder_input_2 = scale_gradient(generated, stance) if route_gradients else generated
 
         encoder_inputs = self.normalize(torch.cat([pixel_values, encoder_input_2], dim=0))
         features = self.iecl(encoder_inputs).pooler_output
@@ -224,11 +243,13 @@ class IECLForPreTraining(IECLPreTrainedModel):
         preservation_loss = F.relu(entropy_gain_input.detach() - entropy_gain_representation)
         loss = base_loss + config.lambda_pres * preservation_loss
 
-        stance = 1.0 if config.generator_stance == "cooperative" else -1.0
         generator_loss = stance * base_loss.detach() - config.lambda_gen * entropy_gain_input.detach()
         if route_gradients:
-            (base_loss_grad,) = torch.autograd.grad(base_loss, encoder_input_2, retain_graph=True)
-            surrogate = stance * (generated * base_loss_grad).sum() - config.lambda_gen * entropy_gain_input
+            surrogate = -config.lambda_gen * entropy_gain_input
+            # Same decision on every rank (the value is global), so the collectives in this backward line up.
+            if config.lambda_pres > 0 and preservation_loss.item() > 0:
+                (preservation_grad,) = torch.autograd.grad(config.lambda_pres * preservation_loss, encoder_input_2, retain_graph=True)
+                surrogate = surrogate - stance * (generated * preservation_grad).sum()
             loss = loss + (surrogate - surrogate.detach())
 
         output = IECLForPreTrainingOutput(

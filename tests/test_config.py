@@ -54,10 +54,13 @@ def test_zero_lambdas_are_allowed():
     assert config.lambda_gen == 0.0 and config.lambda_pres == 0.0
 
 
-def test_defaults_match_the_method():
+def test_defaults_are_the_best_measured():
+    # BENCHMARKS.md, "Choosing the defaults": the regularizer off (it lowered accuracy at every weight tried at the
+    # backbone level), and the projection level for users who switch it on.
     config = IECLConfig()
     assert (config.backbone, config.stem, config.framework) == ("resnet18", "cifar", "simclr")
-    assert (config.tau, config.generator_epsilon, config.lambda_gen, config.lambda_pres) == (0.2, 0.05, 1.0, 1.0)
+    assert (config.tau, config.generator_epsilon, config.lambda_gen, config.lambda_pres) == (0.2, 0.05, 1.0, 0.0)
+    assert config.representation_level == "projection"
     assert (config.entropy_estimator, config.entropy_reference) == ("renyi2", "view1")
     assert config.use_view_generator is True
 

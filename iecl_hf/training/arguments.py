@@ -58,7 +58,7 @@ class PretrainArguments:
     optimizer: str = field(default="sgd", metadata={"help": "sgd | adamw | lars."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Any transformers scheduler name (cosine, linear, constant_with_warmup, ...)."})
     num_warmup_steps: int | None = field(default=None, metadata={"help": "Default: 5% of the training steps."})
-    num_train_epochs: int = field(default=8)
+    num_train_epochs: int = field(default=6, metadata={"help": "Default 6: the no-argument run (embedded digits, CPU preset) stays under 3 minutes on 2 CPU cores."})
     max_train_steps: int | None = field(default=None, metadata={"help": "Optimizer steps in total; overrides --num_train_epochs."})
     seed: int = field(default=0)
     checkpointing_steps: str | None = field(default=None, metadata={"help": "Save the training state every N steps, or 'epoch'. A final checkpoint is always saved."})
