@@ -116,8 +116,9 @@ def main(argv=None):
         raise ValueError(f"The split {data_args.train_split!r} of {dataset_name} is empty; choose another --train_split "
                          f"(available: {list(raw)}).")
     columns = detect_columns(train_split.features, data_args.image_column, data_args.label_column)
-    if data_args.max_train_samples:
-        train_split = take_subset(train_split, data_args.max_train_samples)
+    if data_args.max_train_samples:  # a streamed split stays streamed
+        train_split = (train_split.take(data_args.max_train_samples) if data_args.streaming
+                       else take_subset(train_split, data_args.max_train_samples))
     if isinstance(train_split, Dataset) and len(train_split) == 0:
         raise ValueError(f"The split {data_args.train_split!r} of {dataset_name} is empty.")
 

@@ -51,7 +51,8 @@ def _undecoded(dataset, columns: DatasetColumns):
     return dataset
 
 
-def _with_transform(dataset, transform: ExampleTransform):
+def apply_example_transform(dataset, transform: ExampleTransform):
+    """Attach `transform` lazily: `with_transform` on a map-style split, a lazy `map` on a streamed one."""
     dataset = _undecoded(dataset, transform.columns)
     if isinstance(dataset, datasets.IterableDataset):
         keep = [c for c in (transform.columns.image, transform.columns.label) if c]
@@ -65,15 +66,15 @@ def _with_transform(dataset, transform: ExampleTransform):
 
 def make_two_view_dataset(dataset, columns: DatasetColumns, augmentation):
     """Each example -> {"pixel_values", "pixel_values_2" (two augmented views in [0, 1]), "labels"?}."""
-    return _with_transform(dataset, ExampleTransform(columns, {"pixel_values": augmentation, "pixel_values_2": augmentation}))
+    return apply_example_transform(dataset, ExampleTransform(columns, {"pixel_values": augmentation, "pixel_values_2": augmentation}))
 
 
 def make_uint8_dataset(dataset, columns: DatasetColumns, image_size: int):
     """Each example -> {"images" (uint8, load size), "labels"?}: the loader only decodes and resizes; the
     SimCLR augmentation runs batched on the device (`BatchedSimCLRAugmentation`)."""
-    return _with_transform(dataset, ExampleTransform(columns, {"images": uint8_transform(load_size_for(image_size))}))
+    return apply_example_transform(dataset, ExampleTransform(columns, {"images": uint8_transform(load_size_for(image_size))}))
 
 
 def make_eval_dataset(dataset, columns: DatasetColumns, image_size: int):
     """Each example -> {"pixel_values" (deterministic resize/crop, in [0, 1]), "labels"?}."""
-    return _with_transform(dataset, ExampleTransform(columns, {"pixel_values": eval_transform(image_size)}))
+    return apply_example_transform(dataset, ExampleTransform(columns, {"pixel_values": eval_transform(image_size)}))

@@ -27,7 +27,7 @@ from torchvision.transforms import v2
 
 from ..configuration_iecl import IECLConfig
 from ..data.loading import DatasetColumns, detect_columns
-from ..data.pipeline import ExampleTransform, TwoViewCollator, _with_transform
+from ..data.pipeline import ExampleTransform, TwoViewCollator, apply_example_transform
 from ..image_processing import build_image_processor
 from ..modeling_iecl import IECLForImageClassification, IECLModel
 from .features import extract_features
@@ -219,7 +219,7 @@ def probe_augmentation(image_processor, image_size: int):
 def image_dataloader(split, columns: DatasetColumns, transform, batch_size: int, shuffle: bool = False,
                      num_workers: int = 0, seed: int = 0) -> torch.utils.data.DataLoader:
     """Batches {"pixel_values", "labels", "num_skipped"}; undecodable images are skipped and counted."""
-    dataset = _with_transform(split, ExampleTransform(columns, {"pixel_values": transform}))
+    dataset = apply_example_transform(split, ExampleTransform(columns, {"pixel_values": transform}))
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
                                        collate_fn=TwoViewCollator(), generator=generator)
