@@ -2,7 +2,7 @@
 """Representation quality: pretrain + linear eval, same budget for every variant, several seeds.
 
     python benchmarks/quality.py --quick                 # minutes: a smoke test of the whole pipeline
-    python benchmarks/quality.py                         # CPU preset, cifar10-small, batch 64 (about 2 h on 2 cores)
+    python benchmarks/quality.py                         # CPU preset, cifar10-small, batch 64, 4 epochs (about 2 h on 2 cores)
     python benchmarks/quality.py --jobs 8 --epochs 30 --sweep   # on a GPU machine: the defaults sweep too
 
 Each run is `recipes/pretrain.py` then `recipes/linear_eval.py` (the recipes' own protocol), in subprocesses.
@@ -25,9 +25,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The ablation grid and the main pair (docs/method.md): a config change each.
 MAIN_VARIANTS = {
     "simclr": "use_view_generator=False,lambda_pres=0",
-    "iecl": "",
+    "iecl": "",  # the package defaults (since the 2026-11-28 sweep: generator on, regularizer off)
     "generator_only": "lambda_pres=0",
-    "regularizer_only": "use_view_generator=False",
+    "regularizer_only": "use_view_generator=False,lambda_pres=1.0",
+    "full": "lambda_pres=1.0",
 }
 # Alternatives docs/method.md asks the sweep to try before a default is fixed.
 SWEEP_VARIANTS = {
@@ -66,6 +67,8 @@ def one_run(args, variant, overrides, seed):
         command = [sys.executable, "benchmarks/lightly_simclr.py", "--dataset_name", args.dataset, *common]
     else:
         overrides = overrides.replace("WARMUP", str(args.warmup_steps))
+        if args.base_overrides and variant != "simclr":
+            overrides = ",".join(o for o in (args.base_overrides, overrides) if o)
         command = [sys.executable, "recipes/pretrain.py", "--dataset_name", args.dataset, *common, "--knn_every_epochs", "0",
                    "--logging_steps", "20", *(["--model_config_overrides", overrides] if overrides else [])]
     run(command, os.path.join(run_dir, "pretrain.log"))
@@ -131,10 +134,12 @@ def main():
     parser.add_argument("--dataset", default="../shared/data/cifar10-small")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=4, help="default 4: the default run (9 runs) takes about 1.5-2 h on 2 CPU cores")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the main pair (simclr, iecl)")
     parser.add_argument("--other_seeds", type=int, nargs="+", default=[0], help="seeds of the other variants")
     parser.add_argument("--sweep", action="store_true", help="also run the alternatives of docs/method.md")
+    parser.add_argument("--base_overrides", default="", help="IECLConfig overrides under every IE-CL variant, e.g. the "
+                        "pre-sweep defaults 'lambda_pres=1.0,representation_level=backbone' (BENCHMARKS.md)")
     parser.add_argument("--variants", nargs="+", default=None, help="run only these variants")
     parser.add_argument("--no_lightly", action="store_true")
     parser.add_argument("--confirm_best_seeds", type=int, nargs="*", default=[], help="after the sweep, run the best IE-CL variant with these seeds too")
@@ -163,6 +168,8 @@ def main():
     if args.variants:
         variants = {k: v for k, v in {**MAIN_VARIANTS, **SWEEP_VARIANTS, "lightly_simclr": None}.items() if k in args.variants}
     jobs = [(v, o or "", s) for v, o in variants.items() for s in (args.seeds if v in ("simclr", "iecl") else args.other_seeds)]
+    if not args.variants and not args.sweep:  # generator_only is the default configuration now: run it once, as "iecl"
+        jobs = [job for job in jobs if job[0] != "generator_only"]
     print(f"{len(jobs)} runs: {args.epochs} epochs, batch {args.batch_size}, preset {args.preset}, dataset {args.dataset}, {args.jobs} in parallel")
     os.makedirs(args.work_dir, exist_ok=True)
     results_file = args.results_file or os.path.join(args.work_dir, "results.json")
