@@ -287,8 +287,9 @@ def main(argv=None):
                 with accelerator.accumulate(model):
                     output = model(pixel_values=view_1, pixel_values_2=view_2)
                     terms = {name: getattr(output, name) for name in LOGGED_TERMS}
-                    bad = [name for name, value in terms.items() if not torch.isfinite(value).all()]
-                    if bad:
+                    finite = torch.isfinite(torch.stack([value.float() for value in terms.values()]))
+                    if not finite.all():  # one device sync per step, not one per term
+                        bad = [name for name, ok in zip(terms, finite.tolist()) if not ok]
                         raise NonFiniteLossError(
                             f"Non-finite {', '.join(f'{n}={terms[n].item()}' for n in bad)} at step {state.step + 1}. "
                             f"Training stopped; nothing was saved after the last good checkpoint ({last_good_checkpoint()}). Resume "
