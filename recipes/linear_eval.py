@@ -26,7 +26,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 from accelerate import Accelerator
@@ -62,7 +62,7 @@ from iecl_hf.evaluation.linear_probe import (
 from iecl_hf.evaluation.metrics import AccuracyMetric
 from iecl_hf.evaluation.plots import EMBEDDING_METHODS, save_features_2d
 from iecl_hf.hub.upload import PushError, push_output_folder
-from iecl_hf.training.arguments import check_output_dir, load_config_file
+from iecl_hf.training.arguments import check_output_dir, reparse_with_config_file
 
 FEATURE_EPOCHS, AUGMENT_EPOCHS = 100, 10
 
@@ -110,12 +110,7 @@ def parse_args(argv=None) -> LinearEvalArguments:
     parser = HfArgumentParser(LinearEvalArguments)
     (args,) = parser.parse_args_into_dataclasses(args=argv)
     if args.config_file:
-        values = load_config_file(args.config_file)
-        unknown = sorted(set(values) - {f.name for f in fields(LinearEvalArguments)})
-        if unknown:
-            raise ValueError(f"--config_file {args.config_file}: unknown arguments {unknown}.")
-        parser.set_defaults(**values)
-        (args,) = parser.parse_args_into_dataclasses(args=argv)
+        (args,) = reparse_with_config_file(parser, (LinearEvalArguments,), args.config_file, argv)
     if not args.model_name_or_path:
         raise ValueError("--model_name_or_path is required (a folder written by recipes/pretrain.py, or a Hub id).")
     for name in ("per_device_eval_batch_size", "batch_size", "num_epochs", "max_train_samples", "max_test_samples"):

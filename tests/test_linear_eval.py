@@ -389,3 +389,14 @@ def test_config_file_supplies_defaults_and_flags_win(recipe, tmp_path):
         recipe.parse_args(["--config_file", str(json_config)])
     with pytest.raises(ValueError, match="--model_name_or_path is required"):
         recipe.parse_args([])
+
+
+def test_config_file_values_are_typed_like_flags_and_flags_win(recipe, tmp_path):
+    config = tmp_path / "eval.yaml"
+    config.write_text("model_name_or_path: some/ckpt\nknn_k: [10, 50]\nnum_epochs: 5\nstandardize: false\n")
+    args = recipe.parse_args(["--config_file", str(config)])
+    assert (args.knn_k, args.num_epochs, args.standardize) == ([10, 50], 5, False)
+    assert recipe.parse_args(["--config_file", str(config), "--knn_k", "7", "--num_epochs", "3"]).knn_k == [7]
+    config.write_text("model_name_or_path: some/ckpt\nnum_epochs: many\n")
+    with pytest.raises(SystemExit):  # argparse names the bad value, as for a flag
+        recipe.parse_args(["--config_file", str(config)])

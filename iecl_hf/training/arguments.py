@@ -136,27 +136,38 @@ def load_config_file(path: str) -> dict:
     return values
 
 
+def reparse_with_config_file(parser, dataclass_types, path, argv):
+    """Parse `argv` again with the values of the YAML/JSON file `path` as defaults (flags on the command line win).
+
+    Values become text, so argparse converts and checks each one like a command-line flag (and names it when it
+    cannot); dicts, and lists for text fields, as JSON (parsed again by the IECLConfig flags); lists for list
+    fields stay lists.
+    """
+    values = load_config_file(path)
+    known = {f.name: f for cls in dataclass_types for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"--config_file {path}: unknown arguments {unknown}.")
+    for key, value in values.items():
+        if isinstance(value, bool):
+            values[key] = str(value).lower()
+        elif isinstance(value, list) and "list" in str(known[key].type):
+            values[key] = value
+        elif isinstance(value, (dict, list)):
+            values[key] = json.dumps(value)
+        elif value is not None:
+            values[key] = str(value)
+    parser.set_defaults(**values)
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
 def parse_args(argv=None):
     """Return (data_args, train_args, model_config_values) from the command line and an optional config file."""
     parser = HfArgumentParser((DataArguments, PretrainArguments, ModelArguments))
     data_args, train_args, model_args = parser.parse_args_into_dataclasses(args=argv)
     if train_args.config_file:
-        values = load_config_file(train_args.config_file)
-        known = {f.name for cls in (DataArguments, PretrainArguments, ModelArguments) for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"--config_file {train_args.config_file}: unknown arguments {unknown}.")
-        for key, value in values.items():
-            # As text, so argparse converts and checks each value like a command-line flag (and names it when it
-            # cannot); dicts and lists as JSON, parsed again by the IECLConfig flags.
-            if isinstance(value, bool):
-                values[key] = str(value).lower()
-            elif isinstance(value, (dict, list)):
-                values[key] = json.dumps(value)
-            elif value is not None:
-                values[key] = str(value)
-        parser.set_defaults(**values)
-        data_args, train_args, model_args = parser.parse_args_into_dataclasses(args=argv)
+        data_args, train_args, model_args = reparse_with_config_file(
+            parser, (DataArguments, PretrainArguments, ModelArguments), train_args.config_file, argv)
     return data_args, train_args, model_config_values(train_args, model_args)
 
 
