@@ -154,7 +154,12 @@ def test_processor_preprocessing_agrees_with_eval_transform():
     config = IECLConfig(backbone_kwargs={"channels": [16, 32, 64, 128]}, stem="cifar_stride2", image_size=32)
     processor = build_image_processor(config)
     mean, std = torch.tensor(config.image_mean).view(3, 1, 1), torch.tensor(config.image_std).view(3, 1, 1)
-    for image in load_image_dataset(None)["test"].select(range(5))["image"]:
+    images = list(load_image_dataset(None)["test"].select(range(5))["image"])
+    # Also images that need a resize and a crop (the online kNN of pretraining uses eval_transform on any dataset);
+    # sizes whose resized side is a whole number (rounding of other sizes may shift the crop by one pixel).
+    rng = np.random.RandomState(0)
+    images += [Image.fromarray((rng.rand(h, w, 3) * 255).astype(np.uint8)) for h, w in ((80, 100), (64, 200), (96, 48))]
+    for image in images:
         torch.testing.assert_close(ProcessorTransform(processor)(image), (eval_transform(32)(image) - mean) / std, rtol=0, atol=1e-5)
 
 

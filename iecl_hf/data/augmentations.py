@@ -41,7 +41,7 @@ def eval_transform(image_size: int):
     return v2.Compose(
         [
             v2.ToImage(),
-            v2.Resize(resize, antialias=True),
+            v2.Resize(resize, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),  # as the image processor
             v2.CenterCrop(image_size),
             v2.ToDtype(torch.float32, scale=True),
         ]
