@@ -167,6 +167,8 @@ def main(argv=None):
 
     # ---------------------------------------------------------------- model and optimizers
     model = IECLForPreTraining(config)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     learning_rate = args.learning_rate or (1e-3 if args.optimizer == "adamw" else 0.3 * global_batch / 256)
     encoder_optimizer = build_encoder_optimizer(args.optimizer, model.encoder_parameters(), learning_rate, args.weight_decay)
     generator_optimizer = build_generator_optimizer(model.generator_parameters(), args.generator_learning_rate)
@@ -277,6 +279,7 @@ def main(argv=None):
                     view_1, view_2 = device_augmentation(images), device_augmentation(images)
                 else:
                     view_1, view_2 = batch["pixel_values"].to(device), batch["pixel_values_2"].to(device)
+                view_1, view_2 = view_1.contiguous(memory_format=memory_format), view_2.contiguous(memory_format=memory_format)
                 if accelerator.num_processes > 1:  # skipped images can leave ranks with unequal batches: gather needs equal
                     size = int(accelerator.gather(torch.tensor([len(view_1)], device=device)).min())
                     view_1, view_2 = view_1[:size], view_2[:size]

@@ -71,3 +71,13 @@ def test_framework_output_loads_as_the_encoder(framework, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                             env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_MODULES_CACHE": str(tmp_path / "modules")})
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
+def test_channels_last_trains_the_same_model(tmp_path):
+    """--channels_last is a speed option only: same seed, one step, the same weights up to float rounding (the
+    convolutions take other kernels; over many steps the rounding differences grow like any two float orders)."""
+    args = [*TINY_ARGS, "--max_train_samples", 32, "--max_train_steps", 1, "--knn_every_epochs", 0]
+    assert run_pretrain_in_process([*args, "--output_dir", tmp_path / "contiguous"]) == 0
+    assert run_pretrain_in_process([*args, "--output_dir", tmp_path / "channels_last", "--channels_last"]) == 0
+    difference = max_abs_difference(tmp_path / "contiguous" / "model.safetensors", tmp_path / "channels_last" / "model.safetensors")
+    assert difference < 1e-4
