@@ -119,8 +119,6 @@ def main(argv=None):
     if data_args.max_train_samples:  # a streamed split stays streamed
         train_split = (train_split.take(data_args.max_train_samples) if data_args.streaming
                        else take_subset(train_split, data_args.max_train_samples))
-    if isinstance(train_split, Dataset) and len(train_split) == 0:
-        raise ValueError(f"The split {data_args.train_split!r} of {dataset_name} is empty.")
 
     global_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     if isinstance(train_split, Dataset) and len(train_split) < args.per_device_train_batch_size * accelerator.num_processes:
