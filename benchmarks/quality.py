@@ -86,29 +86,16 @@ def one_run(args, variant, overrides, seed):
         with open(train_results) as handle:
             train = json.load(handle)
     record = {"variant": variant, "seed": seed, "overrides": overrides, "pretrain_seconds": round(pretrain_seconds, 1),
-              "linear_top1": find_metric(evaluation, "linear", "top1"), "knn_top1": find_metric(evaluation, "knn", "top1"),
+              "linear_top1": percent(evaluation["figures"], "linear_top1"), "knn_top1": percent(evaluation["figures"], "knn_k20_top1"),
               **{k: train.get(k) for k in ("entropy_gain_input", "entropy_gain_representation", "perturbation_l1", "base_loss")}}
     print(f"  {name}: linear {record['linear_top1']}, kNN {record['knn_top1']}, {pretrain_seconds:.0f}s", flush=True)
     return record
 
 
-def find_metric(results, family, metric):
-    """Find e.g. the linear top-1 in eval_results.json (nested dicts), as a percentage."""
-    def walk(node, path):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                yield from walk(value, path + [str(key).lower()])
-        elif isinstance(node, (int, float)) and not isinstance(node, bool):
-            yield path, node
-
-    candidates = [(p, v) for p, v in walk(results, []) if any(family in part for part in p) and metric in p[-1].replace("_", "").replace("-", "")]
-    if family == "knn":
-        preferred = [c for c in candidates if any("20" in part for part in c[0]) and not any("200" in part for part in c[0])]
-        candidates = preferred or candidates
-    if not candidates:
-        return None
-    value = candidates[0][1]
-    return round(100 * value if value <= 1 else value, 2)
+def percent(figures, key):
+    """A figure of eval_results.json (a fraction) as a percentage, or None when the run did not produce it."""
+    value = figures.get(key)
+    return None if value is None else round(100 * value, 2)
 
 
 def summarize(records):
