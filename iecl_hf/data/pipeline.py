@@ -36,7 +36,7 @@ class TwoViewCollator:
     """Stacks the decodable examples; `num_skipped` counts the images that could not be decoded."""
 
     def __call__(self, examples):
-        examples = [e["example"] if isinstance(e, dict) and "example" in e else e for e in examples]
+        examples = [e["example"] for e in examples]  # ExampleTransform wraps each example (None: undecodable)
         valid = [e for e in examples if e is not None]
         batch = {key: torch.stack([e[key] for e in valid]) for key in (valid[0] if valid else {})}
         batch["num_skipped"] = torch.tensor(len(examples) - len(valid))
