@@ -4,10 +4,28 @@ from transformers import PretrainedConfig
 
 FRAMEWORKS = ("simclr", "moco", "byol")
 STEMS = ("timm", "cifar", "cifar_stride2")
-ENTROPY_ESTIMATORS = ("renyi2", "logdet", "uniformity")
-ENTROPY_REFERENCES = ("view1", "untransformed")
-REPRESENTATION_LEVELS = ("backbone", "projection")
-GENERATOR_STANCES = ("cooperative", "adversarial")
+GENERATOR_ARCHITECTURES = ("saib", "none")
+ENTROPY_ESTIMATORS = ("coding_rate", "gaussian")
+KL_COVARIANCES = ("diagonal", "full")
+
+
+# Fields of the first formulation (docs/method.md, "History"): a config that still sets one was written for a model
+# that no longer exists, so it fails loudly instead of silently building something else.
+REMOVED_FIELDS = {
+    "use_view_generator": "generator_architecture ('saib' or 'none')",
+    "generator_epsilon": "saib_patch_size / saib_dim (SAIB has no perturbation budget)",
+    "generator_width": "saib_dim",
+    "generator_num_blocks": "saib_expansion",
+    "generator_stance": "nothing: SAIB is trained on the one objective",
+    "generator_warmup_steps": "nothing: SAIB starts as the identity",
+    "lambda_gen": "lambda_entropy",
+    "lambda_pres": "encoder_spectral_norm / spectral_norm_weight",
+    "entropy_reference": "nothing: H(Z') is not a gain",
+    "representation_level": "nothing: the terms act on the projections",
+    "pixel_entropy_size": "nothing: no pixel entropy",
+    "logdet_epsilon": "coding_rate_epsilon",
+    "uniformity_t": "entropy_estimator ('coding_rate' or 'gaussian')",
+}
 
 
 def _check_choice(name, value, allowed):
@@ -27,9 +45,14 @@ class IECLConfig(PretrainedConfig):
     r"""
     Configuration of an IE-CL model (`IECLModel`, `IECLForPreTraining`, `IECLForImageClassification`).
 
-    IE-CL adds two plug-in modules to a contrastive framework: a learnable *view generator* that raises the
-    entropy gain between augmented views, and an *encoder regularizer* that keeps that gain through the
-    encoder. See `docs/method.md` for the equations.
+    IE-CL plugs into a contrastive framework: a learnable block (SAIB) transforms the query view, the objective
+    maximizes the entropy of the query representations `H(Z')` while a Gaussian KL keeps them close to the anchor
+    ones, and a spectral-norm penalty bounds the encoder's Lipschitz constant (entropy preservation):
+
+        L = L_base + beta_kl KL(p_phi || q) - lambda_entropy H(Z') + spectral_norm_weight L_spectral  (+ SAIB weight decay)
+
+    Every term can be switched off (a weight of 0, `generator_architecture="none"`, `encoder_spectral_norm=False`),
+    so the paper's ablation is a set of config changes. See `docs/method.md` for the equations and their sources.
 
     Args:
         backbone (`str`, *optional*, defaults to `"resnet18"`):
@@ -57,40 +80,35 @@ class IECLConfig(PretrainedConfig):
             Sizes of the 2-layer projection head `g`.
         tau (`float`, *optional*, defaults to 0.2):
             Temperature of the InfoNCE / NT-Xent loss.
-        use_view_generator (`bool`, *optional*, defaults to `True`):
-            Whether the learnable transformation `T_phi` acts on the second view.
-        generator_epsilon (`float`, *optional*, defaults to 0.05):
-            Budget of the generator: mean |delta| per image, in units of the [0, 1] pixel range.
-        generator_width (`int`, *optional*, defaults to 16):
-            Channels of the generator's hidden layers.
-        generator_num_blocks (`int`, *optional*, defaults to 2):
-            Residual blocks in the generator.
-        generator_stance (`str`, *optional*, defaults to `"cooperative"`):
-            `"cooperative"`: the generator minimizes `+L_base`; `"adversarial"`: it minimizes `-L_base`
-            (viewmaker-style). It always maximizes the entropy gain.
-        generator_warmup_steps (`int`, *optional*, defaults to 0):
-            Steps over which the recipe raises the budget linearly from 0 to `generator_epsilon`.
-        lambda_gen (`float`, *optional*, defaults to 1.0):
-            Weight of the entropy gain in the generator's objective.
-        lambda_pres (`float`, *optional*, defaults to 0.0):
-            Weight of the preservation regularizer in the encoder's objective. Off by default: in our sweep
-            (BENCHMARKS.md) every weight > 0 lowered linear accuracy at the backbone level; 1.0 at the projection
-            level was on par with generator-only (one seed).
-        entropy_estimator (`str`, *optional*, defaults to `"renyi2"`):
-            Batch entropy estimator: `"renyi2"` (matrix-based Renyi order 2), `"logdet"` (coding rate) or
-            `"uniformity"` (negative log of the Gaussian potential).
-        entropy_reference (`str`, *optional*, defaults to `"view1"`):
-            Reference of the gain: `"view1"` (free) or `"untransformed"` (the second view before the generator,
-            one more encoder pass).
-        representation_level (`str`, *optional*, defaults to `"projection"`):
-            Where the representation entropy is measured: backbone features `h` or projections `z` (measured
-            better with the regularizer on: 48.9 vs 43.8 linear top-1, BENCHMARKS.md).
-        pixel_entropy_size (`int`, *optional*, defaults to 32):
-            Images are average-pooled to at most this side before the pixel-level entropy.
-        logdet_epsilon (`float`, *optional*, defaults to 0.5):
-            Distortion `eps` of the coding-rate estimator.
-        uniformity_t (`float`, *optional*, defaults to 2.0):
-            Scale `t` of the uniformity estimator.
+        generator_architecture (`str`, *optional*, defaults to `"saib"`):
+            The learnable transformation of the query view: `"saib"` (the paper's Sample Augmentation Incremental
+            Block, identity at initialization) or `"none"` (the query view is the second standard view).
+        saib_patch_size (`int`, *optional*, defaults to 4):
+            Side of SAIB's patches; must divide `image_size` (4 at 32 px: an 8 x 8 grid).
+        saib_dim (`int`, *optional*, defaults to 64):
+            Channels of SAIB's patch embedding.
+        saib_expansion (`int`, *optional*, defaults to 2):
+            Channel expansion of SAIB's 1x1 -> 3x3 -> 1x1 stack.
+        saib_weight_decay (`float`, *optional*, defaults to 0.01):
+            `gamma R(g_phi)`: decoupled weight decay of SAIB's optimizer (AdamW).
+        lambda_entropy (`float`, *optional*, defaults to 0.1):
+            Weight of `-H(Z')`, the entropy of the query projections, in the objective.
+        entropy_estimator (`str`, *optional*, defaults to `"coding_rate"`):
+            Estimator of `H(Z')`: `"coding_rate"` (`1/(2d) logdet(I + d/(B eps^2) Z Z^T)`) or `"gaussian"`
+            (`1/(2d) logdet(2 pi e (Cov + ridge I))`).
+        coding_rate_epsilon (`float`, *optional*, defaults to 0.5):
+            Distortion `eps` of the coding rate.
+        beta_kl (`float`, *optional*, defaults to 0.1):
+            Weight of `KL(p_phi || q)`, the Gaussian KL of the query projections to the (detached) anchor ones.
+        kl_covariance (`str`, *optional*, defaults to `"diagonal"`):
+            Covariance of the Gaussians of the KL: `"diagonal"` or `"full"`.
+        covariance_ridge (`float`, *optional*, defaults to 1e-3):
+            Ridge added to the covariances of the KL and of the `"gaussian"` estimator.
+        encoder_spectral_norm (`bool`, *optional*, defaults to `True`):
+            Entropy preservation: the penalty `mean_l relu(sigma_l - 1)^2` on the spectral norms of the backbone's
+            conv and linear layers (a Lipschitz bound), with weight `spectral_norm_weight`.
+        spectral_norm_weight (`float`, *optional*, defaults to 1.0):
+            `eta`, the weight of the spectral-norm penalty.
         classifier_dropout (`float`, *optional*, defaults to 0.0):
             Dropout before the linear head of `IECLForImageClassification`.
     """
@@ -112,23 +130,26 @@ class IECLConfig(PretrainedConfig):
         projection_hidden_dim=512,
         projection_dim=128,
         tau=0.2,
-        use_view_generator=True,
-        generator_epsilon=0.05,
-        generator_width=16,
-        generator_num_blocks=2,
-        generator_stance="cooperative",
-        generator_warmup_steps=0,
-        lambda_gen=1.0,
-        lambda_pres=0.0,
-        entropy_estimator="renyi2",
-        entropy_reference="view1",
-        representation_level="projection",
-        pixel_entropy_size=32,
-        logdet_epsilon=0.5,
-        uniformity_t=2.0,
+        generator_architecture="saib",
+        saib_patch_size=4,
+        saib_dim=64,
+        saib_expansion=2,
+        saib_weight_decay=0.01,
+        lambda_entropy=0.1,
+        entropy_estimator="coding_rate",
+        coding_rate_epsilon=0.5,
+        beta_kl=0.1,
+        kl_covariance="diagonal",
+        covariance_ridge=1e-3,
+        encoder_spectral_norm=True,
+        spectral_norm_weight=1.0,
         classifier_dropout=0.0,
         **kwargs,
     ):
+        removed = sorted(set(kwargs) & set(REMOVED_FIELDS))
+        if removed:
+            raise ValueError("IECLConfig: " + "; ".join(f"{name} was removed, use {REMOVED_FIELDS[name]}" for name in removed)
+                             + " (docs/method.md describes the current formulation).")
         self.backbone = backbone
         self.backbone_kwargs = dict(backbone_kwargs or {})
         self.stem = stem
@@ -142,20 +163,19 @@ class IECLConfig(PretrainedConfig):
         self.projection_hidden_dim = projection_hidden_dim
         self.projection_dim = projection_dim
         self.tau = tau
-        self.use_view_generator = use_view_generator
-        self.generator_epsilon = generator_epsilon
-        self.generator_width = generator_width
-        self.generator_num_blocks = generator_num_blocks
-        self.generator_stance = generator_stance
-        self.generator_warmup_steps = generator_warmup_steps
-        self.lambda_gen = lambda_gen
-        self.lambda_pres = lambda_pres
+        self.generator_architecture = "none" if generator_architecture is None else generator_architecture
+        self.saib_patch_size = saib_patch_size
+        self.saib_dim = saib_dim
+        self.saib_expansion = saib_expansion
+        self.saib_weight_decay = saib_weight_decay
+        self.lambda_entropy = lambda_entropy
         self.entropy_estimator = entropy_estimator
-        self.entropy_reference = entropy_reference
-        self.representation_level = representation_level
-        self.pixel_entropy_size = pixel_entropy_size
-        self.logdet_epsilon = logdet_epsilon
-        self.uniformity_t = uniformity_t
+        self.coding_rate_epsilon = coding_rate_epsilon
+        self.beta_kl = beta_kl
+        self.kl_covariance = kl_covariance
+        self.covariance_ridge = covariance_ridge
+        self.encoder_spectral_norm = encoder_spectral_norm
+        self.spectral_norm_weight = spectral_norm_weight
         self.classifier_dropout = classifier_dropout
         super().__init__(**kwargs)
         self.validate_iecl()
@@ -173,24 +193,22 @@ class IECLConfig(PretrainedConfig):
             raise ValueError(f"IECLConfig.backbone_kwargs must be a dict, got {type(self.backbone_kwargs).__name__}.")
         _check_choice("stem", self.stem, STEMS)
         _check_choice("framework", self.framework, FRAMEWORKS)
+        _check_choice("generator_architecture", self.generator_architecture, GENERATOR_ARCHITECTURES)
         _check_choice("entropy_estimator", self.entropy_estimator, ENTROPY_ESTIMATORS)
-        _check_choice("entropy_reference", self.entropy_reference, ENTROPY_REFERENCES)
-        _check_choice("representation_level", self.representation_level, REPRESENTATION_LEVELS)
-        _check_choice("generator_stance", self.generator_stance, GENERATOR_STANCES)
-        if not isinstance(self.use_view_generator, bool):
-            raise ValueError(f"IECLConfig.use_view_generator must be True or False, got {self.use_view_generator!r}.")
-        for name in ("image_size", "projection_hidden_dim", "projection_dim", "generator_width", "pixel_entropy_size",
-                     "moco_queue_size", "predictor_hidden_dim"):
+        _check_choice("kl_covariance", self.kl_covariance, KL_COVARIANCES)
+        if not isinstance(self.encoder_spectral_norm, bool):
+            raise ValueError(f"IECLConfig.encoder_spectral_norm must be True or False, got {self.encoder_spectral_norm!r}.")
+        for name in ("image_size", "projection_hidden_dim", "projection_dim", "moco_queue_size", "predictor_hidden_dim",
+                     "saib_patch_size", "saib_dim", "saib_expansion"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"IECLConfig.{name} must be a positive integer, got {value!r}.")
-        for name in ("generator_num_blocks", "generator_warmup_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"IECLConfig.{name} must be an integer >= 0, got {value!r}.")
-        for name in ("tau", "generator_epsilon", "logdet_epsilon", "uniformity_t"):
+        if self.image_size % self.saib_patch_size:
+            raise ValueError(f"IECLConfig.saib_patch_size={self.saib_patch_size} must divide image_size={self.image_size} "
+                             "(SAIB cuts the image into whole patches).")
+        for name in ("tau", "coding_rate_epsilon", "covariance_ridge"):
             _check_positive(name, getattr(self, name))
-        for name in ("lambda_gen", "lambda_pres", "classifier_dropout"):
+        for name in ("lambda_entropy", "beta_kl", "saib_weight_decay", "spectral_norm_weight", "classifier_dropout"):
             _check_positive(name, getattr(self, name), allow_zero=True)
         if not (isinstance(self.momentum_base, (int, float)) and 0 <= self.momentum_base < 1):
             raise ValueError(f"IECLConfig.momentum_base must be in [0, 1), got {self.momentum_base!r}.")

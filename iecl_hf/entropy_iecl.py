@@ -1,7 +1,9 @@
-"""Batch entropy estimators (nats), computed in float32 even under mixed precision.
+"""The entropy of the query representations H(Z') and the consistency term KL(p_phi || q), in nats.
 
-Each estimator maps a batch of B feature rows (B, d) to a scalar that grows with the spread of the batch.
-Under data parallelism the caller passes the gathered global batch (see `distributed_iecl.gather_with_grad`).
+Both read a batch of representations (B, d) as samples of a distribution; under data parallelism the caller
+passes the batch gathered across processes (`distributed_iecl.gather_with_grad`). Computed in float32 even
+under mixed precision. Rows are L2-normalized first (the contrastive losses compare directions), and both
+quantities are divided by d so that their weights do not depend on the projection size.
 """
 
 import math
@@ -10,63 +12,68 @@ import torch
 import torch.nn.functional as F
 
 
-def cosine_kernel(u: torch.Tensor) -> torch.Tensor:
-    u = F.normalize(u, dim=1)
-    return u @ u.t()
+def coding_rate(z: torch.Tensor, epsilon: float = 0.5) -> torch.Tensor:
+    """Per-dimension coding rate `1/(2d) logdet(I + d/(B eps^2) Z Z^T)` of the L2-normalized rows Z (B x B form).
 
-
-def gaussian_kernel(u: torch.Tensor) -> torch.Tensor:
-    """exp(-||u_i - u_j||^2 / (2 sigma^2)) with sigma the median pairwise distance (detached)."""
-    sq_dist = torch.cdist(u, u).pow(2)
-    b = u.shape[0]
-    off_diagonal = sq_dist[~torch.eye(b, dtype=torch.bool, device=u.device)]
-    sigma_sq = off_diagonal.detach().median().clamp_min(1e-12) if b > 1 else sq_dist.new_tensor(1.0)
-    return torch.exp(-sq_dist / (2 * sigma_sq))
-
-
-def renyi2_entropy(u: torch.Tensor, kernel: str = "cosine") -> torch.Tensor:
-    """Matrix-based Renyi entropy of order 2: -log ||K / tr K||_F^2, in [0, log B]."""
-    u = u.flatten(1).float()
-    gram = cosine_kernel(u) if kernel == "cosine" else gaussian_kernel(u)
-    a = gram / gram.diagonal().sum()
-    return -torch.log(a.pow(2).sum())
-
-
-def logdet_entropy(u: torch.Tensor, epsilon: float = 0.5) -> torch.Tensor:
-    """Coding rate 1/2 logdet(I + d / (B eps^2) Z^T Z) of the L2-normalized rows Z (via the B x B form)."""
-    z = F.normalize(u.flatten(1).float(), dim=1)
+    The rate-distortion entropy of a Gaussian (uncentred, as in MCR^2): smallest, `log(1 + d/eps^2)/(2d)`, when all
+    rows are equal, largest when they spread evenly over d orthogonal directions.
+    """
+    z = F.normalize(z.flatten(1).float(), dim=1)
     b, d = z.shape
     gram = z @ z.t()
     identity = torch.eye(b, device=z.device, dtype=z.dtype)
-    return 0.5 * torch.logdet(identity + (d / (b * epsilon**2)) * gram)
+    return 0.5 * torch.logdet(identity + (d / (b * epsilon**2)) * gram) / d
 
 
-def uniformity_entropy(u: torch.Tensor, t: float = 2.0) -> torch.Tensor:
-    """-log mean_ij exp(-t ||z_i - z_j||^2) on L2-normalized rows: 0 when collapsed."""
-    z = F.normalize(u.flatten(1).float(), dim=1)
-    sq_dist = (2 - 2 * z @ z.t()).clamp_min(0)
-    return -(torch.logsumexp((-t * sq_dist).flatten(), dim=0) - math.log(sq_dist.numel()))
+def gaussian_entropy(z: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
+    """Per-dimension differential entropy of the Gaussian fitted to the L2-normalized rows:
+    `1/(2d) logdet(2 pi e (Cov + ridge I))`. The ridge keeps it finite when B <= d or the batch collapses."""
+    z = F.normalize(z.flatten(1).float(), dim=1)
+    d = z.shape[1]
+    centered = z - z.mean(dim=0, keepdim=True)
+    covariance = centered.t() @ centered / max(z.shape[0] - 1, 1)
+    covariance = covariance + ridge * torch.eye(d, device=z.device, dtype=z.dtype)
+    return 0.5 * (torch.logdet(covariance) / d + math.log(2 * math.pi * math.e))
 
 
-class BatchEntropy(torch.nn.Module):
-    """One entropy estimator behind one interface; `kernel` applies to Renyi-2 only."""
+def gaussian_kl(query: torch.Tensor, anchor: torch.Tensor, covariance: str = "diagonal", ridge: float = 1e-3) -> torch.Tensor:
+    """Per-dimension KL(N_query || N_anchor) of the Gaussians fitted to two batches of L2-normalized rows.
 
-    def __init__(self, estimator: str = "renyi2", kernel: str = "cosine", logdet_epsilon: float = 0.5, uniformity_t: float = 2.0):
+    `KL = 1/2 [tr(S_a^-1 S_q) - d + log det S_a - log det S_q + (m_a - m_q)^T S_a^-1 (m_a - m_q)] / d`: an entropy
+    part (the log-determinants) plus a mean-shift part, with `covariance` "diagonal" or "full" (+ ridge I).
+    The caller detaches `anchor` when only the query side should move.
+    """
+    query = F.normalize(query.flatten(1).float(), dim=1)
+    anchor = F.normalize(anchor.flatten(1).float(), dim=1)
+    d = query.shape[1]
+    mean_q, mean_a = query.mean(dim=0), anchor.mean(dim=0)
+    shift = mean_a - mean_q
+    unbiased = max(query.shape[0] - 1, 1)
+    if covariance == "diagonal":
+        var_q = (query - mean_q).pow(2).sum(dim=0) / unbiased + ridge
+        var_a = (anchor - mean_a).pow(2).sum(dim=0) / unbiased + ridge
+        kl = (var_q / var_a).sum() - d + torch.log(var_a).sum() - torch.log(var_q).sum() + (shift.pow(2) / var_a).sum()
+        return 0.5 * kl / d
+    identity = torch.eye(d, device=query.device, dtype=query.dtype)
+    cov_q = (query - mean_q).t() @ (query - mean_q) / unbiased + ridge * identity
+    cov_a = (anchor - mean_a).t() @ (anchor - mean_a) / unbiased + ridge * identity
+    cholesky_a = torch.linalg.cholesky(cov_a)
+    trace_term = torch.cholesky_solve(cov_q, cholesky_a).diagonal().sum()
+    mahalanobis = (shift.unsqueeze(0) @ torch.cholesky_solve(shift.unsqueeze(1), cholesky_a)).squeeze()
+    logdet_a = 2 * torch.log(cholesky_a.diagonal()).sum()
+    kl = trace_term - d + logdet_a - torch.logdet(cov_q) + mahalanobis
+    return 0.5 * kl / d
+
+
+class QueryEntropy(torch.nn.Module):
+    """H(Z') with the estimator `config.entropy_estimator` ("coding_rate" or "gaussian")."""
+
+    def __init__(self, estimator: str = "coding_rate", coding_rate_epsilon: float = 0.5, ridge: float = 1e-3):
         super().__init__()
-        self.estimator, self.kernel = estimator, kernel
-        self.logdet_epsilon, self.uniformity_t = logdet_epsilon, uniformity_t
+        self.estimator, self.coding_rate_epsilon, self.ridge = estimator, coding_rate_epsilon, ridge
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=u.device.type, enabled=False):
-            if self.estimator == "renyi2":
-                return renyi2_entropy(u, self.kernel)
-            if self.estimator == "logdet":
-                return logdet_entropy(u, self.logdet_epsilon)
-            return uniformity_entropy(u, self.uniformity_t)
-
-
-def pixel_features(images: torch.Tensor, max_size: int = 32) -> torch.Tensor:
-    """Flattened images, average-pooled to at most max_size x max_size (cost O(B^2 d) stays small)."""
-    if images.shape[-1] > max_size or images.shape[-2] > max_size:
-        images = F.adaptive_avg_pool2d(images, (min(images.shape[-2], max_size), min(images.shape[-1], max_size)))
-    return images.flatten(1)
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            if self.estimator == "coding_rate":
+                return coding_rate(z, self.coding_rate_epsilon)
+            return gaussian_entropy(z, self.ridge)

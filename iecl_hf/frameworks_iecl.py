@@ -1,8 +1,9 @@
 """The contrastive frameworks IE-CL plugs into. Each head holds only what differs between them.
 
-A head maps the encoder's pooled features of both views (online branch, with gradients) and the encoder inputs
-to the framework's base loss `L_base` and the projections `z`. The view generator and the entropy regularizer
-live outside, in `IECLForPreTraining`, and work unchanged on every head. All losses are computed on the batch
+A head maps the encoder's pooled features of both views (online branch, with gradients: the anchor view and the
+SAIB query view) and the anchor branch's inputs (both standard views, without SAIB: MoCo's keys and BYOL's targets
+come from them) to the framework's base loss `L_base` and the projections `z`. SAIB and the entropy terms live
+outside, in `IECLForPreTraining`, and work unchanged on every head. All losses are computed on the batch
 gathered across processes (`gather_with_grad`), so N processes train like one holding the whole batch.
 """
 
@@ -67,7 +68,7 @@ class SimCLRHead(nn.Module):
         self.tau = config.tau
         self.projector = ProjectionHead(num_features, config.projection_hidden_dim, config.projection_dim)
 
-    def forward(self, features, encoder_inputs, batch_size):
+    def forward(self, features, anchor_inputs, batch_size):
         projections = self.projector(features)
         return nt_xent_loss(projections[:batch_size], projections[batch_size:], self.tau), projections
 
@@ -85,8 +86,8 @@ class _MomentumHead(nn.Module):
             parameter.requires_grad_(False)
 
     @torch.no_grad()
-    def momentum_projections(self, encoder_inputs):
-        features = self.momentum_backbone.forward_head(self.momentum_backbone.forward_features(encoder_inputs), pre_logits=True)
+    def momentum_projections(self, anchor_inputs):
+        features = self.momentum_backbone.forward_head(self.momentum_backbone.forward_features(anchor_inputs), pre_logits=True)
         return self.momentum_projector(features)
 
     @torch.no_grad()
@@ -128,9 +129,9 @@ class MoCoHead(_MomentumHead):
         self.queue[positions] = keys
         self.queue_pointer.copy_((self.queue_pointer + len(keys)) % size)
 
-    def forward(self, features, encoder_inputs, batch_size):
+    def forward(self, features, anchor_inputs, batch_size):
         projections = self.projector(features)
-        keys = self.momentum_projections(encoder_inputs)
+        keys = self.momentum_projections(anchor_inputs)
         queries = gather_with_grad(projections[:batch_size]), gather_with_grad(projections[batch_size:])
         keys = gather_with_grad(keys[:batch_size]), gather_with_grad(keys[batch_size:])
         queue = self.queue.clone().detach()
@@ -153,10 +154,10 @@ class BYOLHead(_MomentumHead):
     def momentum_for(self, progress: float) -> float:
         return cosine_momentum(self.momentum_base, progress)
 
-    def forward(self, features, encoder_inputs, batch_size):
+    def forward(self, features, anchor_inputs, batch_size):
         projections = self.projector(features)
         predictions = self.predictor(projections)
-        targets = self.momentum_projections(encoder_inputs)
+        targets = self.momentum_projections(anchor_inputs)
         p1, p2 = gather_with_grad(predictions[:batch_size]), gather_with_grad(predictions[batch_size:])
         t1, t2 = gather_with_grad(targets[:batch_size]), gather_with_grad(targets[batch_size:])
         return byol_loss(p1, t2) + byol_loss(p2, t1), projections

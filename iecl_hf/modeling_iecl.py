@@ -14,25 +14,10 @@ from transformers.utils import ModelOutput
 
 from .configuration_iecl import IECLConfig
 from .distributed_iecl import gather_with_grad
-from .entropy_iecl import BatchEntropy, pixel_features
+from .entropy_iecl import QueryEntropy, gaussian_kl
 from .frameworks_iecl import FRAMEWORK_HEADS, ProjectionHead
-from .view_generator_iecl import ViewGenerator
-
-
-class _ScaleGradient(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, tensor, scale):
-        ctx.scale = scale
-        return tensor.view_as(tensor)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * ctx.scale, None
-
-
-def scale_gradient(tensor: torch.Tensor, scale: float) -> torch.Tensor:
-    """Identity forward; multiplies the gradient by `scale` (the generator's stance on the base loss)."""
-    return _ScaleGradient.apply(tensor, scale)
+from .saib_iecl import SAIB, saib_logdet
+from .spectral_iecl import EncoderSpectralPenalty
 
 
 def build_backbone(config: IECLConfig) -> nn.Module:
@@ -72,7 +57,7 @@ class IECLPreTrainedModel(PreTrainedModel):
                     nn.init.zeros_(layer.bias)
                     nn.init.zeros_(layer.running_mean)
                     nn.init.ones_(layer.running_var)
-        elif isinstance(module, ViewGenerator):
+        elif isinstance(module, (SAIB, EncoderSpectralPenalty)):
             module.reset_parameters()
 
     # Every checkpoint serves all the Auto classes, whichever head saved it.
@@ -98,7 +83,7 @@ class IECLModel(IECLPreTrainedModel):
 
     # A pretraining checkpoint also holds the framework head (projector, momentum encoder, queue) and the
     # generator: the encoder leaves them, silently. Only `iecl.backbone` is the released encoder.
-    _keys_to_ignore_on_load_unexpected = [r"head\.", r"view_generator\."]
+    _keys_to_ignore_on_load_unexpected = [r"head\.", r"view_generator\.", r"spectral_penalty\."]
 
     def __init__(self, config: IECLConfig):
         super().__init__(config)
@@ -120,38 +105,35 @@ class IECLForPreTrainingOutput(ModelOutput):
     """Output of `IECLForPreTraining`.
 
     Args:
-        loss: the value of the encoder's objective `L_theta`; its `backward()` also gives the generator the
-            gradient of `L_phi` (see `IECLForPreTraining.forward`).
-        base_loss: the framework's loss `L_base` (NT-Xent for SimCLR).
-        entropy_gain_input: `dH_in`, entropy gain of the generated view over the reference, in pixels (nats).
-        entropy_gain_representation: `dH_rep`, the same gain in the encoder's representation.
-        preservation_loss: `relu(dH_in - dH_rep)`, unweighted.
-        generator_loss: value of the generator's objective `L_phi`.
-        perturbation_l1: mean |delta| per image of the generator.
-        entropy_input_reference, entropy_input_generated, entropy_representation_reference,
-        entropy_representation_generated: the four entropies behind the two gains.
-        pooler_output: pooled features of the two encoded views, `(2B, C)` (view 1 then the generated view).
+        loss: the IE-CL objective `L = L_base + beta_kl KL - lambda_entropy H(Z') + spectral_norm_weight L_spectral`.
+        base_loss: the framework's loss `L_base` (NT-Xent for SimCLR, InfoNCE with a queue for MoCo, BYOL's regression).
+        entropy_query: `H(Z')`, the entropy of the query projections (nats per dimension, the configured estimator).
+        entropy_anchor: the same estimator on the anchor projections (a monitor, no gradient).
+        kl_loss: `KL(p_phi || q)` of the query projections to the anchor projections (nats per dimension).
+        spectral_penalty: `L_spectral = mean_l relu(sigma_l - 1)^2` (0 when `encoder_spectral_norm=False`).
+        spectral_norm_max: the largest layer spectral norm of the backbone (a monitor).
+        saib_logdet: a monitor of SAIB's entropy increment `E log|det J|` (patch Jacobian blocks of one image;
+            training mode only).
+        pooler_output: pooled features of the two encoded views, `(2B, C)` (anchor view, then query view).
     """
 
     loss: torch.Tensor | None = None
     base_loss: torch.Tensor | None = None
-    entropy_gain_input: torch.Tensor | None = None
-    entropy_gain_representation: torch.Tensor | None = None
-    preservation_loss: torch.Tensor | None = None
-    generator_loss: torch.Tensor | None = None
-    perturbation_l1: torch.Tensor | None = None
-    entropy_input_reference: torch.Tensor | None = None
-    entropy_input_generated: torch.Tensor | None = None
-    entropy_representation_reference: torch.Tensor | None = None
-    entropy_representation_generated: torch.Tensor | None = None
+    entropy_query: torch.Tensor | None = None
+    entropy_anchor: torch.Tensor | None = None
+    kl_loss: torch.Tensor | None = None
+    spectral_penalty: torch.Tensor | None = None
+    spectral_norm_max: torch.Tensor | None = None
+    saib_logdet: torch.Tensor | None = None
     pooler_output: torch.Tensor | None = None
 
 
 class IECLForPreTraining(IECLPreTrainedModel):
-    """IE-CL pretraining: encoder + projection head + view generator + entropy terms.
+    """IE-CL pretraining: encoder + framework head + SAIB on the query branch + the entropy terms.
 
     `forward(pixel_values, pixel_values_2)` takes the two standard augmented views **in [0, 1]** (not normalized:
-    the generator perturbs pixels; the model normalizes with `config.image_mean/std` before the encoder).
+    SAIB transforms pixels; the model normalizes with `config.image_mean/std` before the encoder). The first view is
+    the anchor, the second becomes the query view `SAIB(v2)`.
     """
 
     def __init__(self, config: IECLConfig):
@@ -159,12 +141,12 @@ class IECLForPreTraining(IECLPreTrainedModel):
         self.iecl = IECLModel(config)
         self.head = FRAMEWORK_HEADS[config.framework](config, self.iecl.num_features, self.iecl.backbone)
         self.view_generator = (
-            ViewGenerator(config.generator_epsilon, config.generator_width, config.generator_num_blocks)
-            if config.use_view_generator
+            SAIB(config.image_size, config.saib_patch_size, config.saib_dim, config.saib_expansion)
+            if config.generator_architecture == "saib"
             else None
         )
-        self.pixel_entropy = BatchEntropy(config.entropy_estimator, "gaussian", config.logdet_epsilon, config.uniformity_t)
-        self.representation_entropy = BatchEntropy(config.entropy_estimator, "cosine", config.logdet_epsilon, config.uniformity_t)
+        self.spectral_penalty = EncoderSpectralPenalty(self.iecl.backbone) if config.encoder_spectral_norm else None
+        self.query_entropy = QueryEntropy(config.entropy_estimator, config.coding_rate_epsilon, config.covariance_ridge)
         self.register_buffer("image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
         self.post_init()
@@ -180,90 +162,67 @@ class IECLForPreTraining(IECLPreTrainedModel):
         return (images - self.image_mean.to(images.dtype)) / self.image_std.to(images.dtype)
 
     def generator_parameters(self):
+        """SAIB's parameters (trained by their own optimizer, with `saib_weight_decay`)."""
         return list(self.view_generator.parameters()) if self.view_generator is not None else []
 
     def encoder_parameters(self):
         generator = {id(p) for p in self.generator_parameters()}
         return [p for p in self.parameters() if id(p) not in generator]
 
-    def set_generator_budget_scale(self, scale: float):
-        """Fraction of `generator_epsilon` the generator may use now (the recipe's warm-up sets it each step)."""
-        if self.view_generator is not None:
-            self.view_generator.budget_scale = float(min(max(scale, 0.0), 1.0))
-
     def generate_view(self, images: torch.Tensor):
-        """T_phi(images) and its delta; the identity when the generator is disabled."""
+        """The query view SAIB(images) and its difference to `images`; the identity without SAIB."""
         if self.view_generator is None:
             return images, torch.zeros_like(images)
-        return self.view_generator(images)
+        generated = self.view_generator(images)
+        return generated, generated - images
 
     def forward(self, pixel_values: torch.Tensor, pixel_values_2: torch.Tensor, return_dict=None, **kwargs):
-        """Gradient routing, in one `loss.backward()` (docs/method.md section 5):
-
-        - encoder + projector (theta) get the gradient of `L_theta = L_base + lambda_pres * relu(dH_in.detach() - dH_rep)`;
-        - the generator (phi) gets the gradient of `L_phi = s * L_base - lambda_gen * dH_in` (s = +1 cooperative,
-          -1 adversarial).
-        The encoder sees the generated view through `scale_gradient(., s)`, so the one backward of `loss` gives the
-        generator `s * dL_theta/dview` through the encoder. That is `s * dL_base/dview` exactly when the preservation
-        term has no gradient (`lambda_pres = 0` or its relu inactive), at no extra cost. Otherwise its part is taken
-        with one input-only backward through the encoder and removed through a zero-valued surrogate, which also
-        adds `-lambda_gen * dH_in`; `loss` keeps the value of `L_theta`.
+        """One objective for every trained parameter (encoder, heads, SAIB): one `loss.backward()` gives each the
+        gradient of `loss`. The anchor side of the KL is detached (the query distribution moves toward the anchor).
         """
         config = self.config
         return_dict = return_dict if return_dict is not None else config.return_dict
         batch_size = pixel_values.shape[0]
-        generated, delta = self.generate_view(pixel_values_2)
-        route_gradients = self.view_generator is not None and torch.is_grad_enabled()
-        stance = 1.0 if config.generator_stance == "cooperative" else -1.0
-        encoder_input_2 = scale_gradient(generated, stance) if route_gradients else generated
-
-        encoder_inputs = self.normalize(torch.cat([pixel_values, encoder_input_2], dim=0))
+        query_view, _ = self.generate_view(pixel_values_2)
+        # Both views through the encoder as one batch of 2B (BatchNorm statistics over both, as in SimCLR).
+        encoder_inputs = self.normalize(torch.cat([pixel_values, query_view], dim=0))
         features = self.iecl(encoder_inputs).pooler_output
-        base_loss, projections = self.head(features, encoder_inputs.detach(), batch_size)
+        # The anchor branch (MoCo's keys, BYOL's targets) sees the standard views: SAIB acts on the query branch only.
+        anchor_inputs = (self.normalize(torch.cat([pixel_values, pixel_values_2], dim=0)) if self.view_generator is not None
+                         else encoder_inputs.detach())
+        base_loss, projections = self.head(features, anchor_inputs, batch_size)
 
-        # Entropy terms over the global batch. The reference side never gets a gradient: the encoder should keep
-        # the generated gain, not earn it by compressing the reference view.
-        reference = pixel_values if config.entropy_reference == "view1" else pixel_values_2
-        entropy_input_generated = self.pixel_entropy(gather_with_grad(pixel_features(generated, config.pixel_entropy_size)))
+        anchor = gather_with_grad(projections[:batch_size])
+        query = gather_with_grad(projections[batch_size:])
+        with torch.set_grad_enabled(torch.is_grad_enabled() and config.lambda_entropy > 0):
+            entropy_query = self.query_entropy(query)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and config.beta_kl > 0), torch.autocast(query.device.type, enabled=False):
+            kl_loss = gaussian_kl(query, anchor.detach(), config.kl_covariance, config.covariance_ridge)
         with torch.no_grad():
-            entropy_input_reference = self.pixel_entropy(gather_with_grad(pixel_features(reference, config.pixel_entropy_size)))
-        entropy_gain_input = entropy_input_generated - entropy_input_reference
-
-        rep = projections if config.representation_level == "projection" else features
-        entropy_representation_generated = self.representation_entropy(gather_with_grad(rep[batch_size:]))
-        with torch.no_grad():
-            if config.entropy_reference == "view1":
-                rep_reference = rep[:batch_size]
-            else:
-                reference_features = self.iecl(self.normalize(pixel_values_2)).pooler_output
-                rep_reference = self.head.projector(reference_features) if config.representation_level == "projection" else reference_features
-            entropy_representation_reference = self.representation_entropy(gather_with_grad(rep_reference))
-        entropy_gain_representation = entropy_representation_generated - entropy_representation_reference
-
-        preservation_loss = F.relu(entropy_gain_input.detach() - entropy_gain_representation)
-        loss = base_loss + config.lambda_pres * preservation_loss
-
-        generator_loss = stance * base_loss.detach() - config.lambda_gen * entropy_gain_input.detach()
-        if route_gradients:
-            surrogate = -config.lambda_gen * entropy_gain_input
-            # Same decision on every rank (the value is global), so the collectives in this backward line up.
-            if config.lambda_pres > 0 and preservation_loss.item() > 0:
-                (preservation_grad,) = torch.autograd.grad(config.lambda_pres * preservation_loss, encoder_input_2, retain_graph=True)
-                surrogate = surrogate - stance * (generated * preservation_grad).sum()
-            loss = loss + (surrogate - surrogate.detach())
+            entropy_anchor = self.query_entropy(anchor)
+        loss = base_loss
+        if config.lambda_entropy > 0:
+            loss = loss - config.lambda_entropy * entropy_query
+        if config.beta_kl > 0:
+            loss = loss + config.beta_kl * kl_loss
+        spectral_penalty = spectral_norm_max = None
+        if self.spectral_penalty is not None:
+            spectral_penalty, spectral_norm_max = self.spectral_penalty(self.iecl.backbone, update=self.training)
+            if config.spectral_norm_weight > 0:
+                loss = loss + config.spectral_norm_weight * spectral_penalty
+        monitor = None
+        if self.view_generator is not None and self.training:
+            monitor = saib_logdet(self.view_generator, pixel_values_2[:1].detach())
 
         output = IECLForPreTrainingOutput(
             loss=loss,
             base_loss=base_loss.detach(),
-            entropy_gain_input=entropy_gain_input.detach(),
-            entropy_gain_representation=entropy_gain_representation.detach(),
-            preservation_loss=preservation_loss.detach(),
-            generator_loss=generator_loss,
-            perturbation_l1=delta.detach().abs().flatten(1).mean(1).mean(),
-            entropy_input_reference=entropy_input_reference.detach(),
-            entropy_input_generated=entropy_input_generated.detach(),
-            entropy_representation_reference=entropy_representation_reference.detach(),
-            entropy_representation_generated=entropy_representation_generated.detach(),
+            entropy_query=entropy_query.detach(),
+            entropy_anchor=entropy_anchor,
+            kl_loss=kl_loss.detach(),
+            spectral_penalty=spectral_penalty.detach() if spectral_penalty is not None else None,
+            spectral_norm_max=spectral_norm_max,
+            saib_logdet=monitor,
             pooler_output=features.detach(),
         )
         return output if return_dict else output.to_tuple()
@@ -272,7 +231,7 @@ class IECLForPreTraining(IECLPreTrainedModel):
 class IECLForImageClassification(IECLPreTrainedModel):
     """The encoder with a linear head on its pooled features (linear probe / fine-tuning)."""
 
-    _keys_to_ignore_on_load_unexpected = [r"head\.", r"view_generator\."]
+    _keys_to_ignore_on_load_unexpected = [r"head\.", r"view_generator\.", r"spectral_penalty\."]
 
     def __init__(self, config: IECLConfig):
         super().__init__(config)

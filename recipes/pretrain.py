@@ -4,7 +4,7 @@
     accelerate launch recipes/pretrain.py                              # embedded digits, CPU preset, < 3 min
     accelerate launch recipes/pretrain.py --dataset_name ../shared/data/cifar10-small --num_train_epochs 10
     accelerate launch --num_processes 4 recipes/pretrain.py --dataset_name uoft-cs/cifar10 --preset cifar \
-        --per_device_train_batch_size 64 --lambda_gen 0.5 --push_to_hub --hub_model_id you/iecl-cifar10
+        --per_device_train_batch_size 64 --lambda_entropy 0.2 --push_to_hub --hub_model_id you/iecl-cifar10
 
 Mixed precision and the number of processes come from `accelerate launch` / `accelerate config`.
 `python recipes/pretrain.py --help` lists every argument; `--config_file args.yaml` holds them in a file.
@@ -52,9 +52,8 @@ from iecl_hf.training.logs import JsonlLogger, TrainingState
 from iecl_hf.training.optim import build_encoder_optimizer, build_generator_optimizer, build_scheduler
 from iecl_hf.training.visuals import save_training_curves, save_views_grid
 
-LOGGED_TERMS = ("loss", "base_loss", "entropy_gain_input", "entropy_gain_representation", "preservation_loss",
-                "generator_loss", "perturbation_l1", "entropy_input_reference", "entropy_input_generated",
-                "entropy_representation_reference", "entropy_representation_generated")
+LOGGED_TERMS = ("loss", "base_loss", "entropy_query", "entropy_anchor", "kl_loss", "spectral_penalty", "spectral_norm_max",
+                "saib_logdet")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -169,7 +168,8 @@ def main(argv=None):
     model = model.to(memory_format=memory_format)
     learning_rate = args.learning_rate or (1e-3 if args.optimizer == "adamw" else 0.3 * global_batch / 256)
     encoder_optimizer = build_encoder_optimizer(args.optimizer, model.encoder_parameters(), learning_rate, args.weight_decay)
-    generator_optimizer = build_generator_optimizer(model.generator_parameters(), args.generator_learning_rate)
+    generator_optimizer = build_generator_optimizer(model.generator_parameters(), args.generator_learning_rate,
+                                                    config.saib_weight_decay)
     optimizers = [o for o in (encoder_optimizer, generator_optimizer) if o is not None]
     if checkpoint:  # another model's weights: a clear error now, not a wall of missing keys from load_state
         check_resume_checkpoint(checkpoint, model)
@@ -177,7 +177,7 @@ def main(argv=None):
     if not data_args.streaming:
         train_loader = accelerator.prepare(train_loader)
     unwrapped = accelerator.unwrap_model(model)
-    # From here on each process draws its own augmentations and generator noise (the weights are already equal).
+    # From here on each process draws its own augmentations (the weights are already equal).
     set_seed(args.seed, device_specific=True)
 
     if data_args.streaming:
@@ -252,7 +252,8 @@ def main(argv=None):
     # ---------------------------------------------------------------- training
     accelerator.print(f"{len(train_split) if isinstance(train_split, Dataset) else 'streamed'} training images, "
                       f"global batch {global_batch}, {max_train_steps} steps, lr {learning_rate:g} ({args.optimizer}), "
-                      f"model: {config.backbone} stem={config.stem} {config.image_size}px, generator={config.use_view_generator}")
+                      f"model: {config.backbone} stem={config.stem} {config.image_size}px, generator={config.generator_architecture}, "
+                      f"spectral norm={config.encoder_spectral_norm}")
     progress = tqdm(total=max_train_steps, initial=state.step, disable=not accelerator.is_local_main_process, desc="pretrain")
     try:  # a run that stops on an error closes its progress bar first
         model.train()
@@ -283,11 +284,9 @@ def main(argv=None):
                     view_1, view_2 = view_1[:size], view_2[:size]
                 if len(view_1) < 2:
                     continue
-                if config.generator_warmup_steps:  # the budget of this step (also right after a resume)
-                    unwrapped.set_generator_budget_scale(state.step / config.generator_warmup_steps)
                 with accelerator.accumulate(model):
                     output = model(pixel_values=view_1, pixel_values_2=view_2)
-                    terms = {name: getattr(output, name) for name in LOGGED_TERMS}
+                    terms = {name: getattr(output, name) for name in LOGGED_TERMS if getattr(output, name) is not None}
                     finite = torch.isfinite(torch.stack([value.float() for value in terms.values()]))
                     if not finite.all():  # one device sync per step, not one per term
                         bad = [name for name, ok in zip(terms, finite.tolist()) if not ok]
@@ -317,8 +316,8 @@ def main(argv=None):
                     state.history.append(record)
                     logger.log(record)
                     accelerator.log(record, step=state.step)
-                    progress.set_postfix(loss=f"{record['loss']:.3f}", dH_in=f"{record['entropy_gain_input']:.3f}",
-                                         dH_rep=f"{record['entropy_gain_representation']:.3f}", img_s=f"{record['images_per_second']:.0f}")
+                    progress.set_postfix(loss=f"{record['loss']:.3f}", H_query=f"{record['entropy_query']:.3f}",
+                                         kl=f"{record['kl_loss']:.3f}", img_s=f"{record['images_per_second']:.0f}")
                 if args.checkpointing_steps and args.checkpointing_steps.isdigit() and state.step % int(args.checkpointing_steps) == 0:
                     checkpoint_now()
                 if state.step >= max_train_steps:
@@ -358,8 +357,7 @@ def main(argv=None):
         write_views(output_dir)
         save_training_curves(state.history, os.path.join(output_dir, "training_curves.png"))
         last = next((r for r in reversed(state.history) if "loss" in r), {})
-        figures = {name: round(last[name], 4) for name in ("loss", "base_loss", "entropy_gain_input",
-                                                           "entropy_gain_representation", "perturbation_l1") if name in last}
+        figures = {name: round(last[name], 4) for name in LOGGED_TERMS if name in last}
         if final_knn is not None:
             figures["online kNN top-1 (%)"] = round(100 * final_knn, 2)
         figures["skipped images"] = skipped

@@ -8,20 +8,29 @@ from iecl_hf import IECLConfig
 @pytest.mark.parametrize(
     "kwargs, field",
     [
-        ({"generator_epsilon": -1}, "generator_epsilon"),
-        ({"generator_epsilon": 0}, "generator_epsilon"),
         ({"framework": "nope"}, "framework"),
         ({"tau": 0}, "tau"),
         ({"tau": -0.1}, "tau"),
-        ({"lambda_gen": -0.5}, "lambda_gen"),
-        ({"lambda_pres": -1.0}, "lambda_pres"),
+        ({"beta_kl": -1}, "beta_kl"),
+        ({"lambda_entropy": -0.5}, "lambda_entropy"),
+        ({"saib_weight_decay": -0.01}, "saib_weight_decay"),
+        ({"spectral_norm_weight": -1}, "spectral_norm_weight"),
+        ({"covariance_ridge": 0}, "covariance_ridge"),
+        ({"covariance_ridge": -1e-3}, "covariance_ridge"),
+        ({"coding_rate_epsilon": 0}, "coding_rate_epsilon"),
+        ({"coding_rate_epsilon": "big"}, "coding_rate_epsilon"),
         ({"backbone": "definitely_not_a_timm_model"}, "backbone"),
         ({"entropy_estimator": "shannon"}, "entropy_estimator"),
-        ({"entropy_reference": "view3"}, "entropy_reference"),
+        ({"kl_covariance": "low_rank"}, "kl_covariance"),
+        ({"generator_architecture": "gan"}, "generator_architecture"),
+        ({"encoder_spectral_norm": "yes"}, "encoder_spectral_norm"),
+        ({"encoder_spectral_norm": 1}, "encoder_spectral_norm"),
         ({"stem": "imagenet"}, "stem"),
-        ({"generator_stance": "neutral"}, "generator_stance"),
-        ({"representation_level": "logits"}, "representation_level"),
-        ({"use_view_generator": "yes"}, "use_view_generator"),
+        ({"saib_patch_size": 5, "image_size": 32}, "saib_patch_size"),
+        ({"saib_patch_size": 0}, "saib_patch_size"),
+        ({"saib_dim": 0}, "saib_dim"),
+        ({"saib_dim": 8.0}, "saib_dim"),
+        ({"saib_expansion": 0}, "saib_expansion"),
         ({"image_size": 0}, "image_size"),
         ({"momentum_base": 1.0}, "momentum_base"),
         ({"moco_queue_size": 0}, "moco_queue_size"),
@@ -32,11 +41,20 @@ def test_bad_values_raise_naming_the_field(kwargs, field):
         IECLConfig(**kwargs)
 
 
+def test_patch_size_error_names_both_sizes():
+    with pytest.raises(ValueError, match=r"saib_patch_size=5 must divide image_size=32"):
+        IECLConfig(saib_patch_size=5, image_size=32)
+    # A patch size dividing the image size is accepted, whatever the default would be.
+    assert IECLConfig(saib_patch_size=8, image_size=16).saib_patch_size == 8
+
+
 @pytest.mark.parametrize(
     "kwargs, allowed",
     [
         ({"framework": "nope"}, "'simclr'"),
-        ({"entropy_estimator": "shannon"}, "'renyi2', 'logdet', 'uniformity'"),
+        ({"entropy_estimator": "shannon"}, "'coding_rate', 'gaussian'"),
+        ({"kl_covariance": "low_rank"}, "'diagonal', 'full'"),
+        ({"generator_architecture": "gan"}, "'saib', 'none'"),
     ],
 )
 def test_choice_errors_list_the_allowed_values(kwargs, allowed):
@@ -49,20 +67,38 @@ def test_every_framework_is_accepted(framework):
     assert IECLConfig(framework=framework).framework == framework
 
 
-def test_zero_lambdas_are_allowed():
-    config = IECLConfig(lambda_gen=0.0, lambda_pres=0.0)
-    assert config.lambda_gen == 0.0 and config.lambda_pres == 0.0
+@pytest.mark.parametrize("value, expected", [("saib", "saib"), ("none", "none"), (None, "none")])
+def test_generator_architecture_none_is_the_string_none(value, expected):
+    assert IECLConfig(generator_architecture=value).generator_architecture == expected
 
 
-def test_defaults_are_the_best_measured():
-    # BENCHMARKS.md, "Choosing the defaults": the regularizer off (it lowered accuracy at every weight tried at the
-    # backbone level), and the projection level for users who switch it on.
+def test_zero_weights_are_allowed():
+    config = IECLConfig(lambda_entropy=0.0, beta_kl=0, saib_weight_decay=0.0, spectral_norm_weight=0.0)
+    assert (config.lambda_entropy, config.beta_kl, config.saib_weight_decay, config.spectral_norm_weight) == (0, 0, 0, 0)
+
+
+def test_the_baseline_is_a_config_change():
+    config = IECLConfig(generator_architecture="none", encoder_spectral_norm=False, lambda_entropy=0, beta_kl=0)
+    assert config.generator_architecture == "none" and config.encoder_spectral_norm is False
+
+
+def test_defaults():
     config = IECLConfig()
-    assert (config.backbone, config.stem, config.framework) == ("resnet18", "cifar", "simclr")
-    assert (config.tau, config.generator_epsilon, config.lambda_gen, config.lambda_pres) == (0.2, 0.05, 1.0, 0.0)
-    assert config.representation_level == "projection"
-    assert (config.entropy_estimator, config.entropy_reference) == ("renyi2", "view1")
-    assert config.use_view_generator is True
+    assert (config.backbone, config.stem, config.framework, config.image_size) == ("resnet18", "cifar", "simclr", 32)
+    assert config.tau == 0.2
+    assert config.generator_architecture == "saib"
+    assert (config.saib_patch_size, config.saib_dim, config.saib_expansion, config.saib_weight_decay) == (4, 64, 2, 0.01)
+    assert (config.lambda_entropy, config.entropy_estimator, config.coding_rate_epsilon) == (0.1, "coding_rate", 0.5)
+    assert (config.beta_kl, config.kl_covariance, config.covariance_ridge) == (0.1, "diagonal", 1e-3)
+    assert config.encoder_spectral_norm is True and config.spectral_norm_weight == 1.0
+    for removed in ("use_view_generator", "generator_epsilon", "lambda_gen", "lambda_pres", "entropy_reference",
+                    "representation_level", "generator_width"):
+        assert not hasattr(config, removed), removed
+
+
+NEW_FIELDS = ("generator_architecture", "saib_patch_size", "saib_dim", "saib_expansion", "saib_weight_decay",
+              "lambda_entropy", "entropy_estimator", "coding_rate_epsilon", "beta_kl", "kl_covariance",
+              "covariance_ridge", "encoder_spectral_norm", "spectral_norm_weight")
 
 
 def test_round_trip_through_save_pretrained(tmp_path):
@@ -71,25 +107,30 @@ def test_round_trip_through_save_pretrained(tmp_path):
         stem="cifar_stride2",
         image_size=16,
         tau=0.3,
-        generator_epsilon=0.02,
-        generator_stance="adversarial",
-        lambda_gen=0.5,
-        lambda_pres=2.0,
-        entropy_estimator="logdet",
-        entropy_reference="untransformed",
-        representation_level="projection",
+        generator_architecture="none",
+        saib_patch_size=2,
+        saib_dim=16,
+        saib_expansion=3,
+        saib_weight_decay=0.05,
+        lambda_entropy=0.25,
+        entropy_estimator="gaussian",
+        coding_rate_epsilon=0.3,
+        beta_kl=0.7,
+        kl_covariance="full",
+        covariance_ridge=1e-2,
+        encoder_spectral_norm=False,
+        spectral_norm_weight=2.5,
     )
+    assert all(getattr(config, name) != getattr(IECLConfig(), name) for name in NEW_FIELDS)  # every one non-default
     config.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "iecl"
     assert "temperature" not in saved  # the contrastive temperature is `tau` (generation-parameter clash)
+    assert saved["encoder_spectral_norm"] is False and saved["generator_architecture"] == "none"
     loaded = IECLConfig.from_pretrained(tmp_path)
-    for name in (
-        "backbone", "backbone_kwargs", "stem", "image_size", "tau", "generator_epsilon", "generator_stance",
-        "lambda_gen", "lambda_pres", "entropy_estimator", "entropy_reference", "representation_level",
-        "image_mean", "image_std",
-    ):
+    for name in ("backbone", "backbone_kwargs", "stem", "image_size", "tau", *NEW_FIELDS, "image_mean", "image_std"):
         assert getattr(loaded, name) == getattr(config, name), name
+        assert type(getattr(loaded, name)) is type(getattr(config, name)), name
     assert loaded.to_dict() == config.to_dict()
 
 
@@ -100,4 +141,14 @@ def test_from_pretrained_validates(tmp_path):
     saved["tau"] = -1
     path.write_text(json.dumps(saved))
     with pytest.raises(ValueError, match="tau"):
+        IECLConfig.from_pretrained(tmp_path)
+
+
+def test_from_pretrained_validates_the_new_fields(tmp_path):
+    IECLConfig().save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    saved = json.loads(path.read_text())
+    saved["saib_patch_size"] = 3
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="saib_patch_size"):
         IECLConfig.from_pretrained(tmp_path)

@@ -8,11 +8,19 @@ import pytest
 from helpers import REPO, TINY_ARGS, max_abs_difference, run_pretrain_in_process
 from safetensors.torch import load_file
 
-from iecl_hf import IECLConfig
+from iecl_hf import IECLConfig, IECLForPreTraining
 from iecl_hf.training.arguments import parse_args
 
 CONFIGS = sorted((REPO / "recipes" / "configs").glob("*.yaml"))
-CELLS = {"baseline": (False, 0.0), "generator": (True, 0.0), "regularizer": (False, 1.0), "full": (True, 1.0)}
+# The paper's ablation cells: (generator_architecture, lambda_entropy > 0, beta_kl > 0, encoder_spectral_norm).
+CELLS = {
+    "baseline": ("none", False, False, False),
+    "generation": ("saib", True, True, False),
+    "preservation": ("none", False, False, True),
+    "full": ("saib", True, True, True),
+}
+IECL_FIELDS = ("generator_architecture", "lambda_entropy", "beta_kl", "encoder_spectral_norm", "spectral_norm_weight",
+               "entropy_estimator", "kl_covariance", "saib_patch_size", "saib_dim")
 
 
 def test_the_grid_has_every_cell():
@@ -26,7 +34,16 @@ def test_each_cell_is_a_config_change(path):
     values.pop("_preset")
     config = IECLConfig(**values)
     assert config.framework == framework
-    assert (config.use_view_generator, config.lambda_pres) == CELLS[cell]
+    assert (config.generator_architecture, config.lambda_entropy > 0, config.beta_kl > 0,
+            config.encoder_spectral_norm) == CELLS[cell]
+    if cell == "full":  # full IE-CL is the package default
+        assert all(getattr(config, name) == getattr(IECLConfig(), name) for name in IECL_FIELDS)
+    # The cell is what the model builds: SAIB and the spectral penalty exist exactly when the cell switches them on.
+    tiny = IECLConfig(**{**values, "backbone_kwargs": {"channels": [8, 16, 32, 64]}, "projection_hidden_dim": 16,
+                         "projection_dim": 8, "predictor_hidden_dim": 8, "moco_queue_size": 8, "saib_dim": 4})
+    model = IECLForPreTraining(tiny)
+    assert (model.view_generator is not None) == (CELLS[cell][0] == "saib")
+    assert (model.spectral_penalty is not None) == CELLS[cell][3]
 
 
 @pytest.mark.slow

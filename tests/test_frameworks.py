@@ -15,7 +15,15 @@ from iecl_hf import IECLConfig, IECLForPreTraining, IECLModel
 from iecl_hf.frameworks_iecl import byol_loss, cosine_momentum, ema_update, infonce_with_queue
 
 TINY = dict(backbone_kwargs={"channels": [8, 16, 32, 64]}, stem="cifar_stride2", image_size=16,
-            projection_hidden_dim=32, projection_dim=16, predictor_hidden_dim=24, generator_width=8)
+            projection_hidden_dim=32, projection_dim=16, predictor_hidden_dim=24, saib_dim=8)
+# The baseline of any framework: no SAIB, no entropy terms, no spectral-norm penalty.
+BASELINE = dict(generator_architecture="none", encoder_spectral_norm=False, lambda_entropy=0, beta_kl=0)
+
+
+def perturb_saib(model, std=0.05):
+    """SAIB starts as the exact identity (zero `restore`); move it away so that it transforms the query view."""
+    with torch.no_grad():
+        torch.nn.init.normal_(model.view_generator.restore.weight, std=std)
 
 
 def slow_infonce(query, key, queue, tau):
@@ -83,7 +91,7 @@ def test_momentum_branch_starts_equal_and_follows_ema():
 
 
 def plain_moco_loss(model, v1, v2):
-    """MoCo v2, symmetrized, from the model's parts (no generator, no regularizer)."""
+    """MoCo v2, symmetrized, from the model's parts (no SAIB, no entropy terms, no spectral penalty)."""
     x = model.normalize(torch.cat([v1, v2]))
     q = model.head.projector(model.iecl(x).pooler_output)
     backbone = model.head.momentum_backbone
@@ -105,7 +113,7 @@ def plain_byol_loss(model, v1, v2):
 
 @pytest.mark.parametrize("framework,reference", [("moco", plain_moco_loss), ("byol", plain_byol_loss)])
 def test_with_iecl_modules_off_each_framework_is_its_plain_version(framework, reference):
-    config = IECLConfig(**TINY, framework=framework, moco_queue_size=32, use_view_generator=False, lambda_pres=0.0)
+    config = IECLConfig(**TINY, framework=framework, moco_queue_size=32, **BASELINE)
     torch.manual_seed(0)
     model = IECLForPreTraining(config)
     model.eval()  # BN running statistics: two forward passes see the same normalization
@@ -113,6 +121,8 @@ def test_with_iecl_modules_off_each_framework_is_its_plain_version(framework, re
     expected = reference(model, v1, v2)
     expected_grads = torch.autograd.grad(expected, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
     output = model(v1, v2)
+    assert model.view_generator is None and model.spectral_penalty is None
+    assert output.spectral_penalty is None and output.saib_logdet is None
     assert output.loss.item() == pytest.approx(expected.item(), rel=1e-6)
     grads = torch.autograd.grad(output.loss, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
     for got, want in zip(grads, expected_grads):
@@ -121,39 +131,111 @@ def test_with_iecl_modules_off_each_framework_is_its_plain_version(framework, re
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("framework", ["moco", "byol"])
+@pytest.mark.parametrize("framework", ["simclr", "moco", "byol"])
 def test_iecl_modules_train_on_every_framework(framework):
+    torch.manual_seed(0)
     model = IECLForPreTraining(IECLConfig(**TINY, framework=framework, moco_queue_size=32))
-    torch.nn.init.normal_(model.view_generator.to_delta.weight, std=0.05)
-    output = model(torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16))
+    perturb_saib(model)
+    v1, v2 = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
+    query_view, difference = model.generate_view(v2)
+    assert (query_view - v2).abs().amax(dim=(1, 2, 3)).min() > 0  # every image of the query view is transformed
+    torch.testing.assert_close(difference, query_view - v2)
+    output = model(v1, v2)
     output.loss.backward()
-    assert output.perturbation_l1 > 0
-    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.view_generator.parameters())
-    assert all(p.grad is None for p in model.head.momentum_backbone.parameters())  # no gradient to the target
+    for name in ("loss", "base_loss", "entropy_query", "entropy_anchor", "kl_loss", "spectral_penalty", "spectral_norm_max",
+                 "saib_logdet"):
+        assert torch.isfinite(getattr(output, name)), name
+    assert output.kl_loss > 0  # SAIB moved the query projections away from the anchor ones
+    for name, parameter in model.view_generator.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    if framework != "simclr":
+        assert all(p.grad is None for p in model.head.momentum_backbone.parameters())  # no gradient to the target
+        assert all(p.grad is None for p in model.head.momentum_projector.parameters())
+
+
+@pytest.mark.parametrize("framework", ["moco", "byol"])
+def test_momentum_branch_sees_the_standard_views(framework):
+    """SAIB transforms the online query view only: MoCo's keys and BYOL's targets come from the standard views."""
+    torch.manual_seed(0)
+    model = IECLForPreTraining(IECLConfig(**TINY, framework=framework, moco_queue_size=32))
+    perturb_saib(model)
+    v1, v2 = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
+    seen = []
+    original = model.head.momentum_projections
+
+    def spy(anchor_inputs):
+        outputs = original(anchor_inputs)
+        seen.append((anchor_inputs.detach().clone(), outputs.detach().clone()))
+        return outputs
+
+    model.head.momentum_projections = spy
+    model(v1, v2)
+    ((inputs, outputs),) = seen
+    standard = model.normalize(torch.cat([v1, v2]))
+    assert torch.equal(inputs, standard)
+    torch.testing.assert_close(outputs, original(standard), rtol=0, atol=0)
+    # ... and not SAIB's view: with SAIB perturbed the two differ (the check above would catch the swap).
+    with torch.no_grad():
+        generated = model.normalize(torch.cat([v1, model.generate_view(v2)[0]]))
+    assert not torch.allclose(original(generated)[4:], outputs[4:])
+
+
+def iecl_base_loss(model, v1, v2):
+    """The framework's loss with SAIB's view on the online query branch and the standard views on the momentum one."""
+    n = len(v1)
+    online = model.normalize(torch.cat([v1, model.generate_view(v2)[0]]))
+    projections = model.head.projector(model.iecl(online).pooler_output)
+    targets = model.head.momentum_projections(model.normalize(torch.cat([v1, v2])))
+    if model.config.framework == "moco":
+        queue, tau = model.head.queue.clone(), model.config.tau
+        return 0.5 * (infonce_with_queue(projections[:n], targets[n:], queue, tau)
+                      + infonce_with_queue(projections[n:], targets[:n], queue, tau))
+    predictions = model.head.predictor(projections)
+    return byol_loss(predictions[:n], targets[n:]) + byol_loss(predictions[n:], targets[:n])
+
+
+@pytest.mark.parametrize("framework", ["moco", "byol"])
+def test_base_loss_with_saib_equals_reference(framework):
+    torch.manual_seed(0)
+    model = IECLForPreTraining(IECLConfig(**TINY, framework=framework, moco_queue_size=32))
+    perturb_saib(model)
+    model.eval()
+    v1, v2 = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
+    with torch.no_grad():
+        expected = iecl_base_loss(model, v1, v2)
+        output = model(v1, v2)
+    assert output.base_loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 @pytest.mark.parametrize("framework", ["moco", "byol"])
 def test_framework_state_survives_save_and_load_but_not_in_the_encoder(framework, tmp_path):
     model = IECLForPreTraining(IECLConfig(**TINY, framework=framework, moco_queue_size=32))
+    perturb_saib(model)
     model.train()
-    model(torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16))  # MoCo: enqueue
+    model(torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16))  # MoCo: enqueue; the spectral vectors: a power iteration
     with torch.no_grad():
         next(model.iecl.backbone.parameters()).add_(0.5)
     model.update_momentum_encoder(0.3)
     model.save_pretrained(tmp_path)
     loaded = IECLForPreTraining.from_pretrained(tmp_path)
-    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
-        assert torch.equal(a, b), name
+    state, loaded_state = model.state_dict(), loaded.state_dict()
+    assert state.keys() == loaded_state.keys()
+    assert any(k.startswith("view_generator.") for k in state) and any(k.startswith("spectral_penalty.") for k in state)
+    for name, value in state.items():
+        assert torch.equal(value, loaded_state[name]), name
     encoder = IECLModel.from_pretrained(tmp_path)
-    assert all(not key.startswith("head") for key in encoder.state_dict())
+    assert all(not key.startswith(("head", "view_generator", "spectral_penalty")) for key in encoder.state_dict())
 
 
 WORLD_SIZE, BATCH = 2, 8
 
 
 def moco_step(rows, v1, v2):
+    # Full IE-CL (SAIB away from the identity, entropy, KL, spectral penalty): SAIB is deterministic and the entropy
+    # terms read the gathered batch, so each process computes the loss of the whole batch.
     torch.manual_seed(0)
-    model = IECLForPreTraining(IECLConfig(**TINY, framework="moco", moco_queue_size=12, use_view_generator=False))
+    model = IECLForPreTraining(IECLConfig(**TINY, framework="moco", moco_queue_size=12))
+    perturb_saib(model)
     model.train()
     for module in model.modules():  # per-process BN statistics cannot equal the global ones: use running stats
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):

@@ -1,7 +1,10 @@
-"""One `loss.backward()` must give each parameter group exactly the gradient of its own objective (method.md, 5).
+"""One `loss.backward()` must give every trained parameter (encoder, heads, SAIB) the gradient of the one IE-CL
+objective (docs/method.md, section 6):
 
-The reference builds both objectives from scratch out of the model's components (generator, backbone, projector,
-estimators) and differentiates each with `torch.autograd.grad`; it shares no code with `IECLForPreTraining.forward`.
+    L = L_base + beta_kl KL(Z' || Z.detach()) - lambda_entropy H(Z') + spectral_norm_weight mean_l relu(sigma_l - 1)^2
+
+The reference builds the objective from scratch out of the model's components (SAIB, backbone, head) and
+differentiates it with `torch.autograd.grad`; it shares no code with `IECLForPreTraining.forward`.
 """
 
 import pytest
@@ -9,10 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from iecl_hf import IECLConfig, IECLForPreTraining
-from iecl_hf.entropy_iecl import BatchEntropy, pixel_features
+from iecl_hf.entropy_iecl import coding_rate, gaussian_entropy, gaussian_kl
 from iecl_hf.losses_iecl import nt_xent_loss
 
-BATCH, SIZE, SEED = 8, 16, 1234
+BATCH, SIZE = 8, 16
+BASELINE = dict(generator_architecture="none", encoder_spectral_norm=False, lambda_entropy=0.0, beta_kl=0.0)
 
 
 def build_model(**overrides):
@@ -22,17 +26,19 @@ def build_model(**overrides):
         image_size=SIZE,
         projection_hidden_dim=64,
         projection_dim=32,
-        generator_width=8,
-        lambda_gen=3.0,  # not the defaults: a swapped or missing weight shows
-        lambda_pres=2.0,
+        saib_dim=8,
+        # Not the defaults: a swapped or missing weight shows.
+        lambda_entropy=0.7,
+        beta_kl=0.3,
+        spectral_norm_weight=2.0,
     )
     torch.manual_seed(0)
     model = IECLForPreTraining(IECLConfig(**{**kwargs, **overrides})).train()
     with torch.no_grad():
-        # Leave the identity (where every generator gradient but the last layer's is zero) and timm's zero-init of
+        # Leave the identity SAIB (where every SAIB gradient but the last layer's is zero) and timm's zero-init of
         # the last BN of each block (where the residual branches get no gradient).
         if model.view_generator is not None:
-            torch.nn.init.normal_(model.view_generator.to_delta.weight, std=0.05)
+            torch.nn.init.normal_(model.view_generator.restore.weight, std=0.05)
         for name, parameter in model.iecl.named_parameters():
             if name.endswith("bn2.weight"):
                 parameter.normal_(1.0, 0.1)
@@ -41,62 +47,38 @@ def build_model(**overrides):
 
 def inputs():
     generator = torch.Generator().manual_seed(99)
-    pixel_values = torch.rand(BATCH, 3, SIZE, SIZE, generator=generator)
-    pixel_values_2 = torch.rand(BATCH, 3, SIZE, SIZE, generator=generator)
-    # View 1 in two clusters (low pixel entropy), view 2 spread out: a positive input gain switches the
-    # preservation regularizer's relu on, so its gradient is part of what is checked.
-    pixel_values = 0.8 * pixel_values[torch.arange(BATCH) % 2] + 0.2 * pixel_values
-    return pixel_values, pixel_values_2
+    return torch.rand(BATCH, 3, SIZE, SIZE, generator=generator), torch.rand(BATCH, 3, SIZE, SIZE, generator=generator)
 
 
-def reference_objectives(model, pixel_values, pixel_values_2):
-    """L_theta and L_phi built from scratch, with the noise of the model's forward (same seed)."""
+def reference_objective(model, pixel_values, pixel_values_2):
+    """L built from scratch; returns (L, its terms)."""
     config = model.config
     mean = torch.tensor(config.image_mean).view(1, 3, 1, 1)
     std = torch.tensor(config.image_std).view(1, 3, 1, 1)
-
-    def backbone_features(normalized):
-        return model.iecl.backbone.forward_head(model.iecl.backbone.forward_features(normalized), pre_logits=True)
-
-    torch.manual_seed(SEED)
-    generated, _ = model.view_generator(pixel_values_2)  # T_phi(v2), differentiable in phi
-    # Both views go through the encoder as one batch (BatchNorm statistics over 2B, like the model).
-    encoder_inputs = (torch.cat([pixel_values, generated]) - mean) / std
-    features = backbone_features(encoder_inputs)
-    # L_base: the framework head's loss (SimCLR: NT-Xent on the projector's outputs).
-    base_loss, projections = model.head(features, encoder_inputs.detach(), BATCH)
+    query_view = model.view_generator(pixel_values_2) if model.view_generator is not None else pixel_values_2
+    # Both views through the encoder as one batch (BatchNorm statistics over 2B, like the model).
+    encoder_inputs = (torch.cat([pixel_values, query_view]) - mean) / std
+    backbone = model.iecl.backbone
+    features = backbone.forward_head(backbone.forward_features(encoder_inputs), pre_logits=True)
+    # The anchor branch (momentum encoder) sees the two standard views.
+    anchor_inputs = (torch.cat([pixel_values, pixel_values_2]) - mean) / std
+    base_loss, projections = model.head(features, anchor_inputs, BATCH)
     if config.framework == "simclr":
         torch.testing.assert_close(base_loss, nt_xent_loss(projections[:BATCH], projections[BATCH:], config.tau))
-
-    pixel_entropy = BatchEntropy(config.entropy_estimator, "gaussian", config.logdet_epsilon, config.uniformity_t)
-    representation_entropy = BatchEntropy(config.entropy_estimator, "cosine", config.logdet_epsilon, config.uniformity_t)
-    representation = projections if config.representation_level == "projection" else features
-    if config.entropy_reference == "view1":
-        pixel_reference, representation_reference = pixel_values, representation[:BATCH]
-    else:
-        pixel_reference = pixel_values_2
-        with torch.no_grad():
-            reference_features = backbone_features((pixel_values_2 - mean) / std)
-            reference_projections = model.head.projector(reference_features)
-        representation_reference = reference_projections if config.representation_level == "projection" else reference_features
-    # The reference side of each gain is a constant.
-    gain_input = pixel_entropy(pixel_features(generated, config.pixel_entropy_size)) - pixel_entropy(
-        pixel_features(pixel_reference, config.pixel_entropy_size)
-    ).detach()
-    gain_representation = representation_entropy(representation[BATCH:]) - representation_entropy(representation_reference).detach()
-
-    loss_theta = base_loss + config.lambda_pres * F.relu(gain_input.detach() - gain_representation)
-    stance = 1.0 if config.generator_stance == "cooperative" else -1.0
-    loss_phi = stance * base_loss - config.lambda_gen * gain_input
-    return loss_theta, loss_phi, base_loss, gain_input, gain_representation
-
-
-def model_gradients(model, pixel_values, pixel_values_2):
-    model.zero_grad(set_to_none=True)
-    torch.manual_seed(SEED)
-    output = model(pixel_values, pixel_values_2)
-    output.loss.backward()
-    return output, [p.grad for p in model.encoder_parameters()], [p.grad for p in model.generator_parameters()]
+    anchor, query = projections[:BATCH], projections[BATCH:]
+    entropy = coding_rate(query, config.coding_rate_epsilon) if config.entropy_estimator == "coding_rate" else gaussian_entropy(
+        query, config.covariance_ridge)
+    kl = gaussian_kl(query, anchor.detach(), config.kl_covariance, config.covariance_ridge)
+    objective = base_loss + config.beta_kl * kl - config.lambda_entropy * entropy
+    penalty = torch.zeros(())
+    if model.spectral_penalty is not None:
+        # sigma_l = u^T W v with the power-iteration vectors of this step (the model's forward updated them).
+        layers = [m for m in backbone.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        sigmas = torch.stack([torch.dot(getattr(model.spectral_penalty, f"u{i}"), m.weight.flatten(1) @ getattr(model.spectral_penalty, f"v{i}"))
+                              for i, m in enumerate(layers)])
+        penalty = F.relu(sigmas - 1).pow(2).mean()
+        objective = objective + config.spectral_norm_weight * penalty
+    return objective, {"base_loss": base_loss, "entropy_query": entropy, "kl_loss": kl, "spectral_penalty": penalty}
 
 
 def assert_grads_equal(actual, expected, what):
@@ -113,72 +95,85 @@ def max_difference(first, second):
 
 @pytest.mark.parametrize(
     "overrides",
-    [
-        {"generator_stance": "cooperative"},
-        {"generator_stance": "adversarial"},
-        {"generator_stance": "adversarial", "entropy_reference": "untransformed", "representation_level": "projection"},
-        {"generator_stance": "cooperative", "entropy_estimator": "logdet"},
-        {"generator_stance": "cooperative", "framework": "moco", "moco_queue_size": 64},
-        {"generator_stance": "adversarial", "framework": "byol", "entropy_estimator": "uniformity"},
-    ],
-    ids=["cooperative", "adversarial", "adversarial-untransformed-projection", "cooperative-logdet", "moco", "byol-adversarial"],
+    [{}, dict(entropy_estimator="gaussian", kl_covariance="full"), dict(framework="moco", moco_queue_size=64), dict(framework="byol")],
+    ids=["simclr-defaults", "gaussian-full-kl", "moco", "byol"],
 )
-def test_each_group_gets_the_gradient_of_its_objective(overrides):
+def test_one_backward_gives_the_gradient_of_the_objective(overrides):
     model = build_model(**overrides)
     pixel_values, pixel_values_2 = inputs()
-    # Parameters that get gradients (MoCo/BYOL momentum branches are frozen copies).
-    encoder_params = [p for p in model.encoder_parameters() if p.requires_grad]
-    generator_params = model.generator_parameters()
-    assert len(generator_params) > 0 and len(encoder_params) > len(list(model.iecl.parameters()))
-    # The forward changes state (BatchNorm running statistics, MoCo's queue): the reference starts from the same.
+    trained = [p for p in model.parameters() if p.requires_grad]  # MoCo/BYOL momentum branches are frozen copies
+    saib = model.generator_parameters()
+    assert len(saib) > 0 and model.spectral_penalty is not None
+    # The forward changes state (BatchNorm statistics, MoCo's queue, the power-iteration vectors): the reference
+    # starts from the same state and uses the vectors of this step.
     buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
-
-    output, encoder_grads, generator_grads = model_gradients(model, pixel_values, pixel_values_2)
+    model.zero_grad(set_to_none=True)
+    output = model(pixel_values, pixel_values_2)
+    output.loss.backward()
+    grads = [p.grad for p in trained]
     for parameter in model.parameters():
         if not parameter.requires_grad:
             assert parameter.grad is None
-    encoder_grads = [p.grad for p in encoder_params]
     with torch.no_grad():
         for name, buffer in model.named_buffers():
-            buffer.copy_(buffers[name])
+            if not name.startswith("spectral_penalty."):
+                buffer.copy_(buffers[name])
 
-    loss_theta, loss_phi, base_loss, gain_input, gain_representation = reference_objectives(model, pixel_values, pixel_values_2)
-    expected_encoder = torch.autograd.grad(loss_theta, encoder_params, retain_graph=True)
-    expected_generator = torch.autograd.grad(loss_phi, generator_params, retain_graph=True)
+    objective, terms = reference_objective(model, pixel_values, pixel_values_2)
+    torch.testing.assert_close(output.loss, objective.detach(), atol=1e-5, rtol=1e-5)
+    for name, value in terms.items():
+        torch.testing.assert_close(getattr(output, name), value.detach(), atol=1e-6, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+    expected = torch.autograd.grad(objective, trained, retain_graph=True)
+    assert_grads_equal(grads, expected, "all trained parameters")
 
-    # Same forward as the reference (same noise, same BatchNorm statistics): the values agree.
-    torch.testing.assert_close(output.loss, loss_theta.detach(), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(output.generator_loss, loss_phi.detach(), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(output.base_loss, base_loss.detach(), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(output.entropy_gain_input, gain_input.detach(), atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(output.entropy_gain_representation, gain_representation.detach(), atol=1e-6, rtol=1e-5)
-
-    assert_grads_equal(encoder_grads, expected_encoder, "encoder+projector")
-    assert_grads_equal(generator_grads, expected_generator, "generator")
-
-    # The check discriminates: the regularizer is active here, so the encoder's gradient is not the base loss's
-    # alone, and the generator's is not the other stance's nor that of its objective without the entropy term.
-    assert output.preservation_loss.item() > 0
-    base_only = torch.autograd.grad(base_loss, encoder_params, retain_graph=True)
-    assert max_difference(base_only, expected_encoder) > 1e-3 * max(g.abs().max().item() for g in expected_encoder)
-    other_stance = torch.autograd.grad(-loss_phi - 2 * model.config.lambda_gen * gain_input, generator_params, retain_graph=True)
-    no_entropy = torch.autograd.grad(loss_phi + model.config.lambda_gen * gain_input, generator_params)
-    generator_scale = max(g.abs().max().item() for g in expected_generator)
-    assert max_difference(other_stance, expected_generator) > 1e-3 * generator_scale
-    assert max_difference(no_entropy, expected_generator) > 1e-3 * generator_scale
+    # The check discriminates: each term changes the gradient (of the encoder, and of SAIB for the data terms).
+    assert terms["spectral_penalty"] > 0
+    scale = max(g.abs().max().item() for g in expected)
+    config = model.config
+    for name, weight in (("entropy_query", -config.lambda_entropy), ("kl_loss", config.beta_kl),
+                         ("spectral_penalty", config.spectral_norm_weight)):
+        without = torch.autograd.grad(objective - weight * terms[name], trained, retain_graph=True)
+        assert max_difference(without, expected) > 1e-4 * scale, f"dropping {name} does not change the gradient"
+    saib_index = [i for i, p in enumerate(trained) if any(p is q for q in saib)]
+    for name, weight in (("entropy_query", -config.lambda_entropy), ("kl_loss", config.beta_kl)):
+        without = torch.autograd.grad(objective - weight * terms[name], [trained[i] for i in saib_index], retain_graph=True)
+        assert max_difference(without, [expected[i] for i in saib_index]) > 0, f"{name} does not reach SAIB"
 
 
-def test_without_generator_the_loss_is_plain_objective():
-    model = build_model(use_view_generator=False, lambda_pres=0.0)
+def test_baseline_is_the_plain_framework():
+    model = build_model(**BASELINE)
     pixel_values, pixel_values_2 = inputs()
     output = model(pixel_values, pixel_values_2)
-    assert model.generator_parameters() == []
+    assert model.generator_parameters() == [] and model.spectral_penalty is None
     torch.testing.assert_close(output.loss, output.base_loss)
     output.loss.backward()
     grads = [p.grad for p in model.encoder_parameters()]
-    assert all(grad is not None for grad in grads)
-    # Exactly the plain SimCLR gradient: the entropy terms are monitored, not trained on.
+    # Exactly the plain SimCLR gradient: the entropy and KL are monitored, not trained on.
     model_input = (torch.cat([pixel_values, pixel_values_2]) - model.image_mean) / model.image_std
     projections = model.head.projector(model.iecl(model_input).pooler_output)
     expected = torch.autograd.grad(nt_xent_loss(projections[:BATCH], projections[BATCH:], model.config.tau), model.encoder_parameters())
     assert_grads_equal(grads, expected, "plain SimCLR")
+
+
+def test_power_iteration_finds_the_spectral_norm():
+    model = build_model()
+    backbone = model.iecl.backbone
+    for _ in range(100):
+        _, largest = model.spectral_penalty(backbone, update=True)
+    exact = max(torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2).item()
+                for m in backbone.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    assert largest.item() == pytest.approx(exact, rel=1e-3)
+
+
+def test_spectral_penalty_bounds_the_layers():
+    # A few hundred steps on the penalty alone bring every layer's spectral norm down to about 1.
+    model = build_model()
+    backbone = model.iecl.backbone
+    optimizer = torch.optim.SGD(backbone.parameters(), lr=1.0)
+    first, _ = model.spectral_penalty(backbone)
+    for _ in range(300):
+        penalty, largest = model.spectral_penalty(backbone)
+        optimizer.zero_grad()
+        (100 * penalty).backward()
+        optimizer.step()
+    assert first > 0.05 and largest.item() < 1.1

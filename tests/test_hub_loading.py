@@ -13,6 +13,9 @@ from safetensors.torch import load_file
 from iecl_hf import IECLConfig, IECLForImageClassification, IECLForPreTraining, IECLModel, build_image_processor
 
 SIZE = 16
+# Every file the modeling code imports, copied flat beside the weights for trust_remote_code.
+REMOTE_CODE_FILES = {"configuration_iecl.py", "modeling_iecl.py", "distributed_iecl.py", "entropy_iecl.py",
+                     "frameworks_iecl.py", "losses_iecl.py", "saib_iecl.py", "spectral_iecl.py"}
 
 FRESH_PROCESS = textwrap.dedent(
     """
@@ -62,9 +65,10 @@ FRESH_PROCESS = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    """A pretraining checkpoint with non-trivial weights and BatchNorm statistics, plus its image processor."""
+    """A pretraining checkpoint (SAIB and the encoder's spectral-norm penalty on, the defaults) with non-trivial
+    weights, BatchNorm statistics and power-iteration vectors, plus its image processor."""
     directory = tmp_path_factory.mktemp("hub")
-    config = IECLConfig(backbone_kwargs={"channels": [16, 32, 64, 128]}, stem="cifar_stride2", image_size=SIZE, generator_width=8)
+    config = IECLConfig(backbone_kwargs={"channels": [16, 32, 64, 128]}, stem="cifar_stride2", image_size=SIZE, saib_dim=8)
     torch.manual_seed(0)
     model = IECLForPreTraining(config)
     with torch.no_grad():
@@ -74,6 +78,9 @@ def checkpoint(tmp_path_factory):
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module.running_mean.normal_(0.0, 0.1)
                 module.running_var.uniform_(0.5, 2.0)
+    assert config.encoder_spectral_norm and model.spectral_penalty is not None
+    model.train()
+    model(torch.rand(4, 3, SIZE, SIZE), torch.rand(4, 3, SIZE, SIZE))  # one power iteration: u, v away from their init
     model.eval()
     model.save_pretrained(directory / "checkpoint")
     build_image_processor(config).save_pretrained(directory / "checkpoint")
@@ -108,12 +115,13 @@ def test_checkpoint_files(checkpoint):
     names = {path.name for path in directory.iterdir()}
     assert "model.safetensors" in names
     assert not [name for name in names if name.endswith(".bin")], names
-    # The modeling files are copied flat beside the weights, for trust_remote_code.
-    assert {"configuration_iecl.py", "modeling_iecl.py"} <= names
+    # The modeling files are copied flat beside the weights, for trust_remote_code: all of them and nothing else.
+    assert {name for name in names if name.endswith(".py")} == REMOTE_CODE_FILES
     assert "preprocessor_config.json" in names
     weights = load_file(directory / "model.safetensors")
     # The whole pretraining model is saved (the encoder loads its part and ignores the rest).
     assert any(key.startswith("view_generator.") for key in weights) and any(key.startswith("head.projector.") for key in weights)
+    assert "view_generator.restore.weight" in weights
 
 
 def test_auto_map_names_every_auto_class(checkpoint):
@@ -185,3 +193,27 @@ def test_encoder_from_pretraining_checkpoint_in_process(checkpoint):
     encoder = IECLModel.from_pretrained(directory / "checkpoint").eval()
     with torch.no_grad():
         torch.testing.assert_close(encoder(pixel_values).pooler_output, features, atol=1e-6, rtol=0)
+
+
+def test_spectral_norm_checkpoint_loads_as_a_plain_encoder(checkpoint):
+    """The spectral-norm penalty is no reparametrization: the released encoder is a plain timm backbone, and the
+    power-iteration vectors live in the pretraining checkpoint only."""
+    directory, model, pixel_values, features = checkpoint
+    weights = load_file(directory / "checkpoint" / "model.safetensors")
+    assert "spectral_penalty.u0" in weights and "spectral_penalty.v0" in weights
+    torch.testing.assert_close(weights["spectral_penalty.u0"], model.spectral_penalty.u0, rtol=0, atol=0)
+    assert not [key for key in weights if "parametrizations" in key]
+    encoder, info = IECLModel.from_pretrained(directory / "checkpoint", output_loading_info=True)
+    keys = list(encoder.state_dict())
+    assert not [key for key in keys if "parametrizations" in key]
+    assert not [key for key in keys if "spectral_penalty" in key]
+    assert not any(torch.nn.utils.parametrize.is_parametrized(module) for module in encoder.modules())
+    assert not info["missing_keys"] and not info["mismatched_keys"]
+    assert keys == list(model.iecl.state_dict())
+    encoder.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(pixel_values).pooler_output, features, atol=1e-6, rtol=0)
+    # The pretraining class gets the vectors back (an exact resume).
+    loaded = IECLForPreTraining.from_pretrained(directory / "checkpoint")
+    for name, value in model.spectral_penalty.state_dict().items():
+        assert torch.equal(loaded.spectral_penalty.state_dict()[name], value), name

@@ -102,7 +102,10 @@ def test_push_to_hub_uploads_the_release_files_only(tmp_path, capsys):
 
     files = seen_at_upload["files"]
     assert RELEASE_FILES <= files, RELEASE_FILES - files
-    assert {"entropy_iecl.py", "view_generator_iecl.py"} <= files  # the modeling file's own imports
+    # The modeling file's own imports (SAIB, the spectral penalty, ...), and no file of the old formulation.
+    assert {"distributed_iecl.py", "entropy_iecl.py", "frameworks_iecl.py", "losses_iecl.py", "saib_iecl.py",
+            "spectral_iecl.py"} <= files
+    assert "view_generator_iecl.py" not in files
     assert not [f for f in files if f.startswith(("checkpoints/", "logs/"))], files
     assert os.path.isdir(out / "checkpoints" / "step_2")  # present locally, left out of the upload
 
@@ -237,3 +240,33 @@ def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(tmp_pa
     config = IECLConfig(backbone="resnet18", backbone_kwargs={"channels": [8, 16, 32, 64]}, stem="cifar_stride2", image_size=32)
     IECLForPreTraining(config).load_state_dict(weights, strict=True)
     assert not (out / "model.safetensors").exists() and not (out / "train_results.json").exists()
+
+
+# ------------------------------------------------------------------------------------------------ SAIB's optimizer
+
+
+def test_saib_is_trained_by_adamw_with_its_config_weight_decay(tmp_path):
+    from iecl_hf.training.optim import build_generator_optimizer
+
+    recipe = pretrain_module()
+    built = []
+
+    def spy(parameters, lr, weight_decay=0.0):
+        parameters = list(parameters)
+        optimizer = build_generator_optimizer(parameters, lr, weight_decay)
+        built.append((parameters, optimizer))
+        return optimizer
+
+    with mock.patch.object(recipe, "build_generator_optimizer", side_effect=spy):
+        assert run_pretrain_in_process([*TINY_ARGS, "--max_train_steps", 1, "--knn_every_epochs", 0, "--output_dir",
+                                        tmp_path / "saib", "--generator_learning_rate", 0.002,
+                                        "--saib_weight_decay", 0.05]) == 0
+        assert run_pretrain_in_process([*TINY_ARGS, "--max_train_steps", 1, "--knn_every_epochs", 0, "--output_dir",
+                                        tmp_path / "none", "--generator_architecture", "none"]) == 0
+    (saib_parameters, optimizer), (no_parameters, no_optimizer) = built
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert [group["lr"] for group in optimizer.param_groups] == [0.002]  # constant: the LR schedule drives the encoder optimizer only
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [0.05]
+    assert saib_parameters and {id(p) for p in optimizer.param_groups[0]["params"]} == {id(p) for p in saib_parameters}
+    assert {p.shape for p in saib_parameters} >= {torch.Size([1, 64, 8, 8])}  # SAIB's position code (8 x 8 patches)
+    assert no_parameters == [] and no_optimizer is None

@@ -5,9 +5,9 @@ import os
 from huggingface_hub import ModelCard, ModelCardData
 
 TEMPLATE_PATH = os.path.join(os.path.dirname(__file__), "model_card_template.md")
-IECL_FIELDS = ("framework", "use_view_generator", "generator_epsilon", "generator_width", "generator_num_blocks",
-               "generator_stance", "generator_warmup_steps", "lambda_gen", "lambda_pres", "entropy_estimator",
-               "entropy_reference", "representation_level", "tau", "projection_hidden_dim", "projection_dim")
+IECL_FIELDS = ("framework", "generator_architecture", "saib_patch_size", "saib_dim", "saib_expansion", "saib_weight_decay",
+               "lambda_entropy", "entropy_estimator", "beta_kl", "kl_covariance", "encoder_spectral_norm",
+               "spectral_norm_weight", "tau", "projection_hidden_dim", "projection_dim")
 
 
 def render_pretraining_card(config, *, repo_id: str, dataset_name: str, num_train_images, steps: int, epochs,

@@ -2,7 +2,7 @@
 
 Three dataclasses (data, training, model) parsed by `HfArgumentParser`; `--config_file x.yaml|json` supplies
 defaults that flags on the command line override. Every `IECLConfig` field is a flag of its own
-(`--lambda_gen 0.5`), and `--model_config_overrides "lambda_gen=0.5,framework=simclr"` sets several at once.
+(`--lambda_entropy 0.5`), and `--model_config_overrides "lambda_entropy=0.5,framework=simclr"` sets several at once.
 """
 
 import ast
@@ -53,7 +53,7 @@ class PretrainArguments:
     per_device_train_batch_size: int = field(default=64, metadata={"help": "Images per process per step (each gives two views)."})
     gradient_accumulation_steps: int = field(default=1)
     learning_rate: float | None = field(default=None, metadata={"help": "Peak LR of the encoder optimizer; default 0.3 x global batch / 256 (sgd, lars) or 1e-3 (adamw)."})
-    generator_learning_rate: float = field(default=1e-3, metadata={"help": "Adam LR of the view generator."})
+    generator_learning_rate: float = field(default=1e-3, metadata={"help": "AdamW LR of SAIB (its weight decay is IECLConfig.saib_weight_decay)."})
     weight_decay: float = field(default=5e-4)
     optimizer: str = field(default="sgd", metadata={"help": "sgd | adamw | lars."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Any transformers scheduler name (cosine, linear, constant_with_warmup, ...)."})
@@ -75,7 +75,7 @@ class PretrainArguments:
     hub_private_repo: bool = field(default=False)
     hub_token: str | None = field(default=None)
     config_file: str | None = field(default=None, metadata={"help": "YAML or JSON file with any of these arguments; command-line flags win."})
-    model_config_overrides: str | None = field(default=None, metadata={"help": 'IECLConfig fields, e.g. "lambda_gen=0.5,framework=simclr".'})
+    model_config_overrides: str | None = field(default=None, metadata={"help": 'IECLConfig fields, e.g. "lambda_entropy=0.5,framework=simclr".'})
 
 
 def _model_arguments_class():

@@ -65,10 +65,10 @@ def build_encoder_optimizer(name: str, parameters, lr: float, weight_decay: floa
     return torch.optim.AdamW(groups, lr=lr)
 
 
-def build_generator_optimizer(parameters, lr: float):
-    """Adam for the view generator (viewmaker-style); None when there is no generator."""
+def build_generator_optimizer(parameters, lr: float, weight_decay: float = 0.0):
+    """AdamW for SAIB; its decoupled weight decay is the `gamma R(g_phi)` term. None when there is no SAIB."""
     parameters = list(parameters)
-    return torch.optim.Adam(parameters, lr=lr) if parameters else None
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay) if parameters else None
 
 
 def build_scheduler(name: str, optimizer, num_warmup_steps: int, num_training_steps: int):

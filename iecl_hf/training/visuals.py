@@ -1,4 +1,4 @@
-"""The pictures a user gets: views.png (what the generator does) and training_curves.png."""
+"""The pictures a user gets: views.png (what SAIB does to the query view) and training_curves.png."""
 
 import matplotlib
 
@@ -9,10 +9,10 @@ import torch  # noqa: E402
 
 @torch.no_grad()
 def save_views_grid(model, augmentation, images: torch.Tensor, path: str, seed: int = 0):
-    """Rows: original / standard view / generated view / amplified perturbation, one column per image.
+    """Rows: original / standard view / SAIB view / amplified difference, one column per image.
 
     `images`: float [0, 1] (N, 3, S, S) at the training resolution. Uses a fixed seed so grids of successive
-    checkpoints differ only by what the generator learned.
+    checkpoints differ only by what SAIB learned.
     """
     device = next(model.parameters()).device
     # The training run's random streams (CPU and this GPU) are left exactly as they were: a resumed run and an
@@ -24,7 +24,7 @@ def save_views_grid(model, augmentation, images: torch.Tensor, path: str, seed: 
         generated, delta = model.generate_view(standard)
     scale = max(delta.abs().max().item(), 1e-8)
     amplified = (0.5 + 0.5 * delta / scale).clamp(0, 1)
-    rows = [("original", images), ("standard view", standard), ("generated view", generated), ("perturbation (amplified)", amplified)]
+    rows = [("original", images), ("standard view", standard), ("SAIB view", generated), ("difference (amplified)", amplified)]
     n = images.shape[0]
     # One image per row (the N pictures side by side, 1 px apart): a few axes render much faster than 4 x N.
     figure, axes = plt.subplots(len(rows), 1, figsize=(1.2 * n, 1.3 * len(rows)), squeeze=False)
@@ -35,18 +35,18 @@ def save_views_grid(model, augmentation, images: torch.Tensor, path: str, seed: 
         axes[r][0].imshow(strip.permute(1, 2, 0).numpy(), interpolation="nearest")
         axes[r][0].axis("off")
         axes[r][0].set_title(title, fontsize=8, loc="left")
-    figure.suptitle(f"IE-CL views (mean |delta| = {delta.abs().mean().item():.4f})", fontsize=9)
+    figure.suptitle(f"IE-CL views (mean |SAIB(x) - x| = {delta.abs().mean().item():.4f})", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
 def save_training_curves(history: list[dict], path: str):
-    """Loss, entropy gains and online kNN accuracy against the optimizer step."""
+    """Loss, query entropy and KL, SAIB's log-det and the spectral norm, online kNN accuracy against the step."""
     panels = [
         ("loss", ["loss", "base_loss"]),
-        ("entropy gain (nats)", ["entropy_gain_input", "entropy_gain_representation"]),
-        ("perturbation / preservation", ["perturbation_l1", "preservation_loss"]),
+        ("entropy / KL (nats per dim)", ["entropy_query", "entropy_anchor", "kl_loss"]),
+        ("SAIB log|det J| / max spectral norm", ["saib_logdet", "spectral_norm_max"]),
         ("online kNN top-1", ["knn_top1"]),
     ]
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3))

@@ -1,0 +1,92 @@
+"""SAIB, the Sample Augmentation Incremental Block: IE-CL's learnable transformation of the query view.
+
+A deterministic, lightweight, patch-wise residual block (docs/method.md, section 2):
+
+    P  = embed(X) + pos                      patch partition: a linear map of each p x p patch, plus a position code
+    U  = act(W1 P)                           1x1 conv, channel expansion e
+    U  = U + act(W3 U)                       3x3 conv over the patch grid, skip 1
+    P' = P + W2 U                            1x1 conv back to `dim`, skip 2
+    X' = X + restore(P')                     patch restore (a linear map back to the p x p pixels), skip 3
+
+`restore` is zero-initialized, so SAIB starts as the exact identity (entropy increment 0) and the training
+objective decides how far it moves. Input and output are images in the [0, 1] pixel scale (the output is not
+clamped: a clamp would flatten the Jacobian where it saturates).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# SAIB's initial weights come from their own random stream: switching SAIB on does not shift the draws of the
+# encoder, the head or the augmentations (paired comparisons, BENCHMARKS.md).
+SAIB_SEED_OFFSET = 7919
+
+
+class SAIB(nn.Module):
+    def __init__(self, image_size: int, patch_size: int = 4, dim: int = 64, expansion: int = 2, channels: int = 3):
+        super().__init__()
+        self.patch_size = patch_size
+        hidden = dim * expansion
+        with torch.random.fork_rng(devices=[]):  # the layers' default init must not consume the global stream
+            self.embed = nn.Conv2d(channels, dim, patch_size, stride=patch_size)
+            self.position = nn.Parameter(torch.zeros(1, dim, image_size // patch_size, image_size // patch_size))
+            self.expand = nn.Conv2d(dim, hidden, 1)
+            self.mix = nn.Conv2d(hidden, hidden, 3, padding=1)
+            self.reduce = nn.Conv2d(hidden, dim, 1)
+            self.restore = nn.ConvTranspose2d(dim, channels, patch_size, stride=patch_size)
+        self.act = nn.GELU()
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch.initial_seed() + SAIB_SEED_OFFSET)
+            for module in (self.embed, self.expand, self.mix, self.reduce):
+                module.reset_parameters()
+            nn.init.trunc_normal_(self.position, std=0.02)
+        nn.init.zeros_(self.restore.weight)
+        nn.init.zeros_(self.restore.bias)
+
+    def position_code(self, grid_h: int, grid_w: int) -> torch.Tensor:
+        if self.position.shape[-2:] == (grid_h, grid_w):
+            return self.position
+        return F.interpolate(self.position, size=(grid_h, grid_w), mode="bilinear", align_corners=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        h, w = images.shape[-2:]
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(f"SAIB: image size {h}x{w} is not a multiple of saib_patch_size={self.patch_size}.")
+        patches = self.embed(images)
+        patches = patches + self.position_code(*patches.shape[-2:]).to(patches.dtype)
+        hidden = self.act(self.expand(patches))
+        hidden = hidden + self.act(self.mix(hidden))
+        patches = patches + self.reduce(hidden)
+        return images + self.restore(patches)
+
+
+@torch.no_grad()
+def saib_logdet(saib: SAIB, image: torch.Tensor) -> torch.Tensor:
+    """Monitor of SAIB's entropy increment E log|det J|, from the Jacobian blocks of single patches.
+
+    For the patches of every other row and column of the patch grid, the exact Jacobian of the output patch with
+    respect to its own input patch (3 p^2 x 3 p^2), holding the other patches fixed; the mean log|det| over those
+    patches. The 3x3 conv couples neighbouring patches only, and no two chosen patches are neighbours, so one
+    forward-mode pass per input coordinate gives all chosen blocks at once. `image`: (1, 3, H, W).
+    """
+    p = saib.patch_size
+    _, c, h, w = image.shape
+    size = c * p * p
+    tangents = torch.zeros(size, c, h, w, device=image.device, dtype=image.dtype)
+    # Coordinate k of the patch (channel, row, column) set to 1 inside every chosen patch.
+    grid = torch.zeros(c, p, p, device=image.device, dtype=image.dtype)
+    chosen = torch.zeros(h // p, w // p, dtype=torch.bool, device=image.device)
+    chosen[::2, ::2] = True
+    mask = chosen.repeat_interleave(p, 0).repeat_interleave(p, 1)
+    for k in range(size):
+        grid.zero_().view(-1)[k] = 1
+        tangents[k] = grid.repeat(1, h // p, w // p) * mask
+    _, outputs = torch.func.vmap(lambda t: torch.func.jvp(saib, (image,), (t.unsqueeze(0),)))(tangents)
+    # outputs: (size, 1, c, H, W); block of patch (i, j): rows = output coordinates, columns = tangent index k.
+    blocks = outputs[:, 0].reshape(size, c, h // p, p, w // p, p).permute(2, 4, 1, 3, 5, 0)
+    blocks = blocks[chosen].reshape(-1, size, size)
+    return torch.linalg.slogdet(blocks.float())[1].mean()
