@@ -176,9 +176,12 @@ class IECLForPreTraining(IECLPreTrainedModel):
         generated = self.view_generator(images)
         return generated, generated - images
 
-    def forward(self, pixel_values: torch.Tensor, pixel_values_2: torch.Tensor, return_dict=None, **kwargs):
+    def forward(self, pixel_values: torch.Tensor, pixel_values_2: torch.Tensor, output_saib_logdet: bool | None = None,
+                return_dict=None, **kwargs):
         """One objective for every trained parameter (encoder, heads, SAIB): one `loss.backward()` gives each the
         gradient of `loss`. The anchor side of the KL is detached (the query distribution moves toward the anchor).
+        `output_saib_logdet` (default: in training mode) computes the `saib_logdet` monitor; the recipe asks for it
+        on logging steps only (it costs about a SAIB forward on 3 p^2 images).
         """
         config = self.config
         return_dict = return_dict if return_dict is not None else config.return_dict
@@ -211,7 +214,9 @@ class IECLForPreTraining(IECLPreTrainedModel):
             if config.spectral_norm_weight > 0:
                 loss = loss + config.spectral_norm_weight * spectral_penalty
         monitor = None
-        if self.view_generator is not None and self.training:
+        if output_saib_logdet is None:
+            output_saib_logdet = self.training
+        if self.view_generator is not None and output_saib_logdet:
             monitor = saib_logdet(self.view_generator, pixel_values_2[:1].detach())
 
         output = IECLForPreTrainingOutput(

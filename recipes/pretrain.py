@@ -285,7 +285,8 @@ def main(argv=None):
                 if len(view_1) < 2:
                     continue
                 with accelerator.accumulate(model):
-                    output = model(pixel_values=view_1, pixel_values_2=view_2)
+                    logging_step = (state.step + 1) % args.logging_steps == 0 or state.step + 1 == max_train_steps
+                    output = model(pixel_values=view_1, pixel_values_2=view_2, output_saib_logdet=logging_step)
                     terms = {name: getattr(output, name) for name in LOGGED_TERMS if getattr(output, name) is not None}
                     finite = torch.isfinite(torch.stack([value.float() for value in terms.values()]))
                     if not finite.all():  # one device sync per step, not one per term
