@@ -37,7 +37,9 @@ def main():
 
     torch.manual_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    config = IECLConfig(**PRESETS[args.preset], use_view_generator=False, lambda_pres=0.0)
+    # The plain-SimCLR config (no SAIB, no entropy/KL terms, no spectral penalty): only its encoder is saved.
+    config = IECLConfig(**PRESETS[args.preset], generator_architecture="none", encoder_spectral_norm=False,
+                        lambda_entropy=0.0, beta_kl=0.0)
     split = load_image_dataset(args.dataset_name)["train"]
     if args.max_train_samples:
         split = split.select(range(min(args.max_train_samples, len(split))))

@@ -7,8 +7,11 @@
 Variants, timed in interleaved repeats within one run (median reported), same backbone / projector / optimizer:
 - floor:     a minimal plain-PyTorch SimCLR step on pre-made view tensors (no input pipeline);
 - pipeline:  the recipe's input pipeline alone (loader decode + batched SimCLR augmentation of two views);
-- baseline:  iecl-hf SimCLR (`use_view_generator=False, lambda_pres=0`) through the recipe's code path, input pipeline included;
-- iecl:      iecl-hf IE-CL (defaults) through the same path;
+- baseline:  iecl-hf SimCLR (`generator_architecture="none", encoder_spectral_norm=False, lambda_entropy=0, beta_kl=0`)
+             through the recipe's code path, input pipeline included;
+- iecl:      iecl-hf IE-CL (defaults: SAIB, entropy and KL terms, spectral-norm penalty) through the same path, with
+             SAIB's AdamW at `saib_weight_decay` and the `saib_logdet` monitor on one step in 10 (`--logging_steps`)
+             as in the recipe;
 - lightly:   lightly's NTXentLoss + SimCLRProjectionHead + SimCLRTransform, in the loop style of lightly's examples
              (needs `pip install -e ".[bench]"`).
 Images/s counts source images per second (each gives two views).
@@ -31,10 +34,14 @@ from iecl_hf import IECLConfig, IECLForPreTraining  # noqa: E402
 from iecl_hf.data import BatchedSimCLRAugmentation, TwoViewCollator, detect_columns, load_image_dataset, make_uint8_dataset  # noqa: E402
 from iecl_hf.frameworks_iecl import ProjectionHead  # noqa: E402
 from iecl_hf.modeling_iecl import build_backbone  # noqa: E402
+from iecl_hf.training.arguments import PRESETS, PretrainArguments  # noqa: E402
 from iecl_hf.training.optim import build_encoder_optimizer, build_generator_optimizer  # noqa: E402
 
-CPU_PRESET = dict(backbone="resnet18", backbone_kwargs={"channels": [32, 64, 128, 256]}, stem="cifar_stride2", image_size=32)
-CIFAR_PRESET = dict(backbone="resnet18", backbone_kwargs={}, stem="cifar", image_size=32)
+# The recipe computes the saib_logdet monitor on one step in --logging_steps (its default), as Recipe.step does.
+LOGGING_STEPS = PretrainArguments.__dataclass_fields__["logging_steps"].default
+
+# Plain SimCLR: every IE-CL term off.
+BASELINE = dict(generator_architecture="none", encoder_spectral_norm=False, lambda_entropy=0.0, beta_kl=0.0)
 
 
 def load_split(path, num_images):
@@ -89,15 +96,19 @@ class Recipe:
         self.augmentation = BatchedSimCLRAugmentation(config.image_size).to(device)
         self.device = device
         self.model = IECLForPreTraining(config).to(device) if model else None
+        self.steps = 0
         if model:
             self.optimizers = [o for o in (build_encoder_optimizer("sgd", self.model.encoder_parameters(), 0.01, 5e-4),
-                                           build_generator_optimizer(self.model.generator_parameters(), 1e-3)) if o]
+                                           build_generator_optimizer(self.model.generator_parameters(), 1e-3,
+                                                                     config.saib_weight_decay)) if o]
 
     def step(self):
         images = next(self.batches)["images"].to(self.device, non_blocking=True)
         view_1, view_2 = self.augmentation(images), self.augmentation(images)
         if self.model is not None:
-            self.model(pixel_values=view_1, pixel_values_2=view_2).loss.backward()
+            self.steps += 1
+            logging_step = self.steps % LOGGING_STEPS == 0
+            self.model(pixel_values=view_1, pixel_values_2=view_2, output_saib_logdet=logging_step).loss.backward()
             for optimizer in self.optimizers:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -155,7 +166,7 @@ def main():
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    preset = CPU_PRESET if args.preset == "cpu" else CIFAR_PRESET
+    preset = PRESETS[args.preset]
     split = load_split(args.dataset, 4096)
     print(f"device {device}, preset {args.preset}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{len(split)} images, {args.steps} steps x {args.repeats} interleaved repeats")
@@ -163,7 +174,7 @@ def main():
         builders = {
             "floor": lambda: Floor(IECLConfig(**preset), batch_size, device),
             "pipeline": lambda: Recipe(IECLConfig(**preset), split, batch_size, device, args.workers, model=False),
-            "baseline": lambda: Recipe(IECLConfig(**preset, use_view_generator=False, lambda_pres=0.0), split, batch_size, device, args.workers),
+            "baseline": lambda: Recipe(IECLConfig(**preset, **BASELINE), split, batch_size, device, args.workers),
             "iecl": lambda: Recipe(IECLConfig(**preset), split, batch_size, device, args.workers),
             "lightly": lambda: Lightly(IECLConfig(**preset), split, batch_size, device, args.workers),
         }
