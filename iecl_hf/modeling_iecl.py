@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import timm
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutputWithNoAttention
@@ -92,12 +91,21 @@ class IECLModel(IECLPreTrainedModel):
         self.post_init()
 
     def forward(self, pixel_values: torch.Tensor, output_hidden_states=None, return_dict=None, **kwargs):
+        """`last_hidden_state`: the final feature map; `pooler_output`: the pooled features (what the linear probe
+        and the pipeline use); with `output_hidden_states`, `hidden_states` holds the feature map after the stem and
+        after each stage (timm's `forward_intermediates`), the last one equal to `last_hidden_state`."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        feature_map = self.backbone.forward_features(pixel_values)
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        hidden_states = None
+        if output_hidden_states:
+            feature_map, intermediates = self.backbone.forward_intermediates(pixel_values)
+            hidden_states = tuple(intermediates)
+        else:
+            feature_map = self.backbone.forward_features(pixel_values)
         pooled = self.backbone.forward_head(feature_map, pre_logits=True)
         if not return_dict:
-            return (feature_map, pooled)
-        return BaseModelOutputWithPoolingAndNoAttention(last_hidden_state=feature_map, pooler_output=pooled)
+            return tuple(v for v in (feature_map, pooled, hidden_states) if v is not None)
+        return BaseModelOutputWithPoolingAndNoAttention(last_hidden_state=feature_map, pooler_output=pooled, hidden_states=hidden_states)
 
 
 @dataclass
@@ -250,12 +258,9 @@ class IECLForImageClassification(IECLPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         pooled = self.iecl(pixel_values).pooler_output
         logits = self.classifier(self.dropout(pooled))
-        loss = None
-        if labels is not None:
-            if self.num_labels == 1:
-                loss = F.mse_loss(logits.squeeze(-1), labels.float())
-            else:
-                loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        # transformers' classification loss: regression, single-label or multi-label from `config.problem_type`
+        # (inferred from num_labels and the labels' dtype when unset).
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         if not return_dict:
             return (loss, logits) if loss is not None else (logits,)
         return ImageClassifierOutputWithNoAttention(loss=loss, logits=logits)
