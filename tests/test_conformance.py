@@ -60,3 +60,16 @@ def test_card_snippet_pools_and_links_nowhere_unchecked():
     text = str(card)
     assert 'pipeline("image-feature-extraction", model="you/iecl", trust_remote_code=True, pool=True)' in text
     assert "github.com" not in text
+
+
+def test_the_installed_card_templates_are_the_repository_files():
+    # The design asks for model_card_template.md at the repository root: the package's copy is that file.
+    import importlib.resources
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    installed = importlib.resources.files("iecl_hf.hub").joinpath("model_card_template.md").read_text()
+    with open(os.path.join(root, "model_card_template.md")) as handle:
+        assert installed == handle.read()
+    eval_template = importlib.resources.files("iecl_hf.evaluation").joinpath("eval_card_template.md").read_text()
+    assert "{{ table }}" in eval_template and "image-classification" in eval_template

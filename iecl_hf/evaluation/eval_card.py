@@ -73,54 +73,8 @@ def results_table(eval_results: list[EvalResult]) -> str:
     return "\n".join(lines)
 
 
-CARD_TEMPLATE = """---
-{{ card_data }}
----
-
-# {{ model_name }}
-
-An image classifier made by **linear evaluation** of the IE-CL encoder `{{ checkpoint }}`{% if random_init %}
-(**random-init floor**: an untrained encoder of the same configuration){% endif %} on **{{ dataset_name }}**:
-the frozen encoder (weights unchanged) with a linear head trained on its pooled features.
-
-## Usage
-
-```python
-from transformers import pipeline
-
-classifier = pipeline("image-classification", model="{{ repo_id }}", trust_remote_code=True)
-classifier("image.jpg")  # [{"label": ..., "score": ...}, ...]; classes: {{ label_preview }}
-```
-
-## Results
-
-{{ table_start }}
-{{ table }}
-{{ table_end }}
-
-Test split: `{{ test_split }}` ({{ num_test }} images); the probe was trained on {{ num_train }} images.
-
-## Protocol
-
-- Encoder frozen in eval mode (BatchNorm statistics untouched); pooled backbone features ({{ num_features }}-d) of
-  the checkpoint's own image processor (resize / centre crop to {{ image_size }} px, normalize), extracted once.
-- Linear probe: cross-entropy, {{ probe.optimizer }} (lr {{ probe.learning_rate }}, weight decay {{ probe.weight_decay }}),
-  cosine schedule, {{ probe.epochs }} epochs, batch {{ probe.batch_size }}, features
-  {{ "standardized (folded into the saved head)" if probe.standardize else "raw" }}{% if probe.augment %},
-  trained on random resized crops + flips through the frozen encoder{% endif %}; seed {{ seed }}.
-- Weighted kNN: cosine similarity, k in {{ knn.k }}, temperature {{ knn.temperature }}, on the same features.
-- Accuracies computed with {{ metrics_source }}.
-
-Test features, 2-D ({{ embedding_2d }}), coloured by class:
-
-![test features](features_2d.png)
-
-## Reproduce
-
-```bash
-{{ command }}
-```
-"""
+# The card's Jinja template: a file beside this module, installed as package data.
+TEMPLATE_PATH = os.path.join(os.path.dirname(__file__), "eval_card_template.md")
 
 
 def render_linear_eval_card(results: dict, repo_id: str | None = None, command: str = "") -> ModelCard:
@@ -143,7 +97,7 @@ def render_linear_eval_card(results: dict, repo_id: str | None = None, command: 
     label_names = dataset["label_names"]
     return ModelCard.from_template(
         card_data,
-        template_str=CARD_TEMPLATE,
+        template_path=TEMPLATE_PATH,
         model_name=model_name,
         repo_id=repo_id or "path/to/this/folder",
         checkpoint=checkpoint,
