@@ -18,6 +18,13 @@ from .distributed_iecl import gather_with_grad
 from .losses_iecl import nt_xent_loss
 
 
+def mark_owned(module: nn.Module):
+    """Mark the leaf layers IE-CL initializes itself (`IECLPreTrainedModel._init_weights`); timm's layers stay
+    timm's. Leaves, not containers: transformers initializes the leaves a checkpoint lacks."""
+    for layer in module.modules():
+        layer._iecl_owned = True
+
+
 class ProjectionHead(nn.Module):
     """Linear-BN-ReLU-Linear (SimCLR's projector; also MoCo v2's and BYOL's projector and predictor)."""
 
@@ -26,6 +33,7 @@ class ProjectionHead(nn.Module):
         self.layers = nn.Sequential(
             nn.Linear(in_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)
         )
+        mark_owned(self)
 
     def forward(self, h):
         return self.layers(h)
@@ -60,6 +68,9 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float):
         t.copy_(o)
 
 
+QUEUE_SEED_OFFSET = 15485863
+
+
 class SimCLRHead(nn.Module):
     """SimCLR: NT-Xent over the 2N projections, 2N - 2 negatives each."""
 
@@ -92,9 +103,11 @@ class _MomentumHead(nn.Module):
 
     @torch.no_grad()
     def reset_momentum_encoder(self, backbone: nn.Module):
-        """Copy the online weights into the momentum branch (at initialization)."""
-        ema_update(self.momentum_backbone, backbone, 0.0)
-        ema_update(self.momentum_projector, self.projector, 0.0)
+        """Copy the online weights into the momentum branch (at initialization and after loading an encoder-only
+        checkpoint; a copy, not an EMA step with momentum 0, so unset memory (even NaN) is overwritten)."""
+        for target, online in ((self.momentum_backbone, backbone), (self.momentum_projector, self.projector)):
+            for t, o in zip([*target.parameters(), *target.buffers()], [*online.parameters(), *online.buffers()]):
+                t.copy_(o.detach())
 
     @torch.no_grad()
     def update_momentum_encoder(self, backbone: nn.Module, momentum: float):
@@ -112,9 +125,17 @@ class MoCoHead(_MomentumHead):
     def __init__(self, config, num_features: int, backbone: nn.Module):
         super().__init__(config, num_features, backbone)
         self.tau = config.tau
-        queue = F.normalize(torch.randn(config.moco_queue_size, config.projection_dim), dim=1)
-        self.register_buffer("queue", queue)
+        self.register_buffer("queue", torch.empty(config.moco_queue_size, config.projection_dim))
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
+        self.reset_queue()
+
+    @torch.no_grad()
+    def reset_queue(self):
+        """Random unit vectors, from their own random stream (initialization does not shift the global one)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch.initial_seed() + QUEUE_SEED_OFFSET)
+            self.queue.copy_(F.normalize(torch.randn(self.queue.shape), dim=1))
+        self.queue_pointer.zero_()
 
     def momentum_for(self, progress: float) -> float:
         return self.momentum_base

@@ -14,7 +14,7 @@ from transformers.utils import ModelOutput
 from .configuration_iecl import IECLConfig
 from .distributed_iecl import gather_with_grad
 from .entropy_iecl import QueryEntropy, gaussian_kl
-from .frameworks_iecl import FRAMEWORK_HEADS, ProjectionHead
+from .frameworks_iecl import FRAMEWORK_HEADS, MoCoHead, mark_owned
 from .saib_iecl import SAIB, saib_logdet
 from .spectral_iecl import EncoderSpectralPenalty
 
@@ -43,21 +43,24 @@ class IECLPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
 
     def _init_weights(self, module):
-        # Only the modules IE-CL owns: the default would re-initialize the timm backbone and erase timm's own init
-        # (e.g. the zero-init of the last BN of each residual block).
-        if isinstance(module, ProjectionHead) or module is getattr(self, "classifier", None):
-            for layer in module.modules():
-                if isinstance(layer, nn.Linear):
-                    nn.init.kaiming_uniform_(layer.weight, a=5**0.5)  # PyTorch's Linear default
-                    if layer.bias is not None:
-                        nn.init.zeros_(layer.bias)
-                elif isinstance(layer, nn.BatchNorm1d):
-                    nn.init.ones_(layer.weight)
-                    nn.init.zeros_(layer.bias)
-                    nn.init.zeros_(layer.running_mean)
-                    nn.init.ones_(layer.running_var)
+        # Only the layers IE-CL owns (marked by `mark_owned`): the default would re-initialize the timm backbone and
+        # erase timm's own init (e.g. the zero-init of the last BN of each residual block). Leaf layers, so that
+        # `from_pretrained` initializes whatever a checkpoint lacks (an encoder-only checkpoint has no head).
+        if getattr(module, "_iecl_owned", False):
+            if isinstance(module, nn.Linear):
+                nn.init.kaiming_uniform_(module.weight, a=5**0.5)  # PyTorch's Linear default
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm1d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+                nn.init.zeros_(module.running_mean)
+                nn.init.ones_(module.running_var)
+                nn.init.zeros_(module.num_batches_tracked)
         elif isinstance(module, (SAIB, EncoderSpectralPenalty)):
-            module.reset_parameters()
+            module.reset_parameters()  # both draw from their own random streams
+        elif isinstance(module, MoCoHead):
+            module.reset_queue()
 
     # Every checkpoint serves all the Auto classes, whichever head saved it.
     _auto_map = {
@@ -161,6 +164,20 @@ class IECLForPreTraining(IECLPreTrainedModel):
         if hasattr(self.head, "reset_momentum_encoder"):
             self.head.reset_momentum_encoder(self.iecl.backbone)
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, then: the normalization buffers from the config, and, for a checkpoint
+        without the momentum branch (an encoder-only checkpoint), the momentum branch as a copy of the loaded encoder,
+        as a fresh model has it."""
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        # Non-persistent buffers are in no checkpoint: loading leaves them as they were allocated.
+        model.image_mean.copy_(torch.tensor(model.config.image_mean).view(1, 3, 1, 1))
+        model.image_std.copy_(torch.tensor(model.config.image_std).view(1, 3, 1, 1))
+        if hasattr(model.head, "reset_momentum_encoder") and any(".momentum_" in key for key in info["missing_keys"]):
+            model.head.reset_momentum_encoder(model.iecl.backbone)
+        return (model, info) if output_loading_info else model
+
     def update_momentum_encoder(self, progress: float):
         """EMA step of the MoCo/BYOL momentum branch after an optimizer step; `progress` = step / total steps."""
         if hasattr(self.head, "update_momentum_encoder"):
@@ -252,6 +269,7 @@ class IECLForImageClassification(IECLPreTrainedModel):
         self.iecl = IECLModel(config)
         self.dropout = nn.Dropout(config.classifier_dropout)
         self.classifier = nn.Linear(self.iecl.num_features, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        mark_owned(self.classifier)
         self.post_init()
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, return_dict=None, **kwargs):
