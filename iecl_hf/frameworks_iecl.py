@@ -61,9 +61,13 @@ def cosine_momentum(base: float, progress: float) -> float:
 
 @torch.no_grad()
 def ema_update(target: nn.Module, online: nn.Module, momentum: float):
-    """target = momentum * target + (1 - momentum) * online (parameters); buffers (BN statistics) are copied."""
+    """target = momentum * target + (1 - momentum) * online (parameters); buffers (BN statistics) are copied.
+    Momentum 0 is a plain copy, so unset target memory (even NaN, after loading an encoder-only checkpoint) goes."""
     for t, o in zip(target.parameters(), online.parameters()):
-        t.mul_(momentum).add_(o.detach(), alpha=1 - momentum)
+        if momentum == 0:
+            t.copy_(o.detach())
+        else:
+            t.mul_(momentum).add_(o.detach(), alpha=1 - momentum)
     for t, o in zip(target.buffers(), online.buffers()):
         t.copy_(o)
 
@@ -104,10 +108,9 @@ class _MomentumHead(nn.Module):
     @torch.no_grad()
     def reset_momentum_encoder(self, backbone: nn.Module):
         """Copy the online weights into the momentum branch (at initialization and after loading an encoder-only
-        checkpoint; a copy, not an EMA step with momentum 0, so unset memory (even NaN) is overwritten)."""
-        for target, online in ((self.momentum_backbone, backbone), (self.momentum_projector, self.projector)):
-            for t, o in zip([*target.parameters(), *target.buffers()], [*online.parameters(), *online.buffers()]):
-                t.copy_(o.detach())
+        checkpoint)."""
+        ema_update(self.momentum_backbone, backbone, 0.0)
+        ema_update(self.momentum_projector, self.projector, 0.0)
 
     @torch.no_grad()
     def update_momentum_encoder(self, backbone: nn.Module, momentum: float):

@@ -24,8 +24,9 @@ def spectral_layers(backbone: nn.Module):
 class EncoderSpectralPenalty(nn.Module):
     def __init__(self, backbone: nn.Module):
         super().__init__()
-        self.names = [name for name, _ in spectral_layers(backbone)]
-        for index, (_, module) in enumerate(spectral_layers(backbone)):
+        layers = spectral_layers(backbone)
+        self.names = [name for name, _ in layers]
+        for index, (_, module) in enumerate(layers):
             rows = module.weight.shape[0]
             columns = module.weight[0].numel()
             self.register_buffer(f"u{index}", torch.empty(rows))
