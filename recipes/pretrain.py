@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import iecl_hf  # noqa: F401  (registers the Auto classes)
-from iecl_hf import IECLConfig, IECLForPreTraining, build_image_processor
+from iecl_hf import build_image_processor
 from iecl_hf.data import (
     BatchedSimCLRAugmentation,
     SimCLRAugmentation,
@@ -50,6 +50,7 @@ from iecl_hf.training.checkpointing import (
 )
 from iecl_hf.training.logs import JsonlLogger, TrainingState
 from iecl_hf.training.optim import build_encoder_optimizer, build_generator_optimizer, build_scheduler
+from iecl_hf.training.starting_point import pretraining_config, pretraining_model
 from iecl_hf.training.visuals import save_training_curves, save_views_grid
 
 LOGGED_TERMS = ("loss", "base_loss", "entropy_query", "entropy_anchor", "kl_loss", "spectral_penalty", "spectral_norm_max",
@@ -83,7 +84,9 @@ def main(argv=None):
     data_args, args, model_values = parse_args(argv)
     validate_train_args(data_args, args)
     preset = model_values.pop("_preset")
-    config = IECLConfig(**model_values)  # raises ValueError naming any bad field
+    hub_kwargs = {"revision": args.model_revision, "token": args.hub_token, "cache_dir": data_args.cache_dir}
+    # Raises ValueError naming any bad field, or an unreadable checkpoint / one of another model type.
+    config = pretraining_config(model_values, args.model_name_or_path, **hub_kwargs)
     check_output_dir(args.output_dir)
     # Checked before any data is read: a missing folder, another model's checkpoint, an unfinished run in the way.
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
@@ -101,7 +104,8 @@ def main(argv=None):
     )
     set_seed(args.seed, device_specific=False)  # the same initial weights on every process
     device = accelerator.device
-    accelerator.print(f"IE-CL pretraining: preset {preset}, {accelerator.num_processes} process(es) on {device}, "
+    origin = f"config of {args.model_name_or_path}" if args.model_name_or_path else f"preset {preset}"
+    accelerator.print(f"IE-CL pretraining: {origin}, {accelerator.num_processes} process(es) on {device}, "
                       f"mixed precision {accelerator.mixed_precision}")
 
     # ---------------------------------------------------------------- data
@@ -163,7 +167,8 @@ def main(argv=None):
                        for d in (bank, queries)]
 
     # ---------------------------------------------------------------- model and optimizers
-    model = IECLForPreTraining(config)
+    model, weights_origin = pretraining_model(config, args.model_name_or_path, **hub_kwargs)
+    accelerator.print(f"Model: {weights_origin}.")
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     learning_rate = args.learning_rate or (1e-3 if args.optimizer == "adamw" else 0.3 * global_batch / 256)
@@ -371,7 +376,7 @@ def main(argv=None):
             num_train_images=len(train_split) if isinstance(train_split, Dataset) else "streamed",
             steps=state.step, epochs=state.epoch, global_batch_size=global_batch, optimizer=args.optimizer,
             learning_rate=learning_rate, weight_decay=args.weight_decay, lr_scheduler_type=args.lr_scheduler_type,
-            final_figures={**figures, "_num_features": unwrapped.iecl.num_features},
+            final_figures={**figures, "_num_features": unwrapped.iecl.num_features}, initialized_from=args.model_name_or_path,
         )
         card.save(os.path.join(output_dir, "README.md"))
         accelerator.print(f"Saved the model, image processor, model card and pictures to {output_dir}")

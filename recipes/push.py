@@ -9,10 +9,10 @@ stay local (`HfApi.create_repo(exist_ok=True)` + `HfApi.upload_folder(ignore_pat
 """
 
 import argparse
-import json
 import os
 import sys
 
+from iecl_hf.hub.checkpoints import check_model_type, local_model_type
 from iecl_hf.hub.upload import DEFAULT_IGNORE_PATTERNS, PushError, push_output_folder
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "README.md")
@@ -36,10 +36,7 @@ def check_output_folder(folder: str):
     if missing:
         raise ValueError(f"--output_dir {folder!r} is not a finished pretraining output: {missing} missing. "
                          "Finish (or resume) the training first.")
-    with open(os.path.join(folder, "config.json")) as handle:
-        model_type = json.load(handle).get("model_type")
-    if model_type != "iecl":
-        raise ValueError(f"--output_dir {folder!r} holds a model of type {model_type!r}, not an IE-CL model.")
+    check_model_type(local_model_type(folder), f"--output_dir {folder!r}")
 
 
 def main(argv=None) -> int:

@@ -11,6 +11,7 @@ import os
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..data.loading import EMBEDDED_DATASET
+from ..hub.checkpoints import is_hub_id
 
 TASK_TYPE = "image-classification"
 TABLE_START, TABLE_END = "<!-- iecl-linear-eval:start -->", "<!-- iecl-linear-eval:end -->"
@@ -83,14 +84,13 @@ def render_linear_eval_card(results: dict, repo_id: str | None = None, command: 
     checkpoint = results["checkpoint"]
     model_name = (repo_id or "").split("/")[-1] or f"{os.path.basename(os.path.normpath(checkpoint))}-linear-eval"
     eval_results = eval_results_from(results)
-    is_hub_id = not os.path.exists(checkpoint) and checkpoint.count("/") == 1
     card_data = ModelCardData(
         model_name=model_name,
         library_name="transformers",
         pipeline_tag="image-classification",
         tags=["iecl", "self-supervised", "linear-probe", "image-classification", "custom_code"],
-        base_model=checkpoint if is_hub_id else None,
-        datasets=[dataset["type"]] if dataset["type"] == dataset["name"] and "/" in dataset["name"] else None,  # Hub ids only
+        base_model=checkpoint if is_hub_id(checkpoint) else None,
+        datasets=[dataset["type"]] if is_hub_id(dataset["name"]) else None,
         metrics=["accuracy"],
         eval_results=eval_results,
     )

@@ -28,6 +28,7 @@ from torchvision.transforms import v2
 from ..configuration_iecl import IECLConfig
 from ..data.loading import DatasetColumns, detect_columns
 from ..data.pipeline import ExampleTransform, TwoViewCollator, apply_example_transform
+from ..hub.checkpoints import fetch_config_dict
 from ..image_processing import build_image_processor
 from ..modeling_iecl import IECLForImageClassification, IECLModel
 from .features import extract_features
@@ -48,22 +49,9 @@ def load_frozen_encoder(name_or_path: str, random_init: bool = False, seed: int 
     `notice` is a line to print when the checkpoint has no saved image processor (one is built from the config).
     Raises `ValueError` for anything that is not an IE-CL checkpoint.
     """
-    from transformers import AutoImageProcessor, PretrainedConfig
+    from transformers import AutoImageProcessor
 
-    try:
-        config_dict, _ = PretrainedConfig.get_config_dict(name_or_path, **hub_kwargs)
-    except Exception as error:  # missing folder, no config.json, Hub unreachable, ...
-        raise ValueError(
-            f"--model_name_or_path {name_or_path!r}: cannot read a model config ({type(error).__name__}: {error}). "
-            "Pass a folder written by recipes/pretrain.py (IECLForPreTraining.save_pretrained) or the id of an IE-CL "
-            "model on the Hub."
-        ) from error
-    model_type = config_dict.get("model_type")
-    if model_type != IECLConfig.model_type:
-        raise ValueError(
-            f"--model_name_or_path {name_or_path!r} is not an IE-CL checkpoint: model_type={model_type!r} (expected "
-            f"{IECLConfig.model_type!r}). This recipe evaluates encoders saved by recipes/pretrain.py."
-        )
+    config_dict = fetch_config_dict(name_or_path, **hub_kwargs)
     if random_init:
         config = IECLConfig.from_dict({k: v for k, v in config_dict.items() if k not in ("transformers_version",)})
         torch.manual_seed(seed)

@@ -49,7 +49,9 @@ class DataArguments:
 class PretrainArguments:
     output_dir: str = field(default="outputs/pretrain-default", metadata={"help": "Where the model, checkpoints, logs and pictures go."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Start from scratch even if --output_dir holds the checkpoints of an unfinished run (they are deleted). Those of a finished run are replaced anyway."})
-    preset: str = field(default="auto", metadata={"help": "Model preset: cpu | cifar | stl10 | imagenet | none; auto = cpu without a GPU, cifar with one. Explicit model flags override it."})
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Start from an IE-CL checkpoint (a folder or a Hub id): a pretraining output continues as a whole, an encoder-only checkpoint gets fresh heads and SAIB. Its config is used, with the model flags on top (no preset)."})
+    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of a Hub --model_name_or_path."})
+    preset: str = field(default="auto", metadata={"help": "Model preset: cpu | cifar | stl10 | imagenet | none; auto = cpu without a GPU, cifar with one (none with --model_name_or_path). Explicit model flags override it."})
     per_device_train_batch_size: int = field(default=64, metadata={"help": "Images per process per step (each gives two views)."})
     gradient_accumulation_steps: int = field(default=1)
     learning_rate: float | None = field(default=None, metadata={"help": "Peak LR of the encoder optimizer; default 0.3 x global batch / 256 (sgd, lars) or 1e-3 (adamw)."})
@@ -173,9 +175,17 @@ def parse_args(argv=None):
 
 
 def model_config_values(train_args, model_args) -> dict:
-    """Preset, then one flag per field, then --model_config_overrides (the last wins)."""
+    """Preset, then one flag per field, then --model_config_overrides (the last wins).
+
+    With --model_name_or_path there is no preset (the checkpoint's config is the base): only the flags and overrides.
+    """
     preset = train_args.preset
-    if preset == "auto":
+    if train_args.model_name_or_path:
+        if preset not in ("auto", "none"):
+            raise ValueError(f"--preset {preset} and --model_name_or_path both set the architecture: drop --preset (the "
+                             "checkpoint's config is used) or --model_name_or_path (start from scratch).")
+        preset = "none"
+    elif preset == "auto":
         import torch
 
         preset = "cifar" if torch.cuda.is_available() else "cpu"

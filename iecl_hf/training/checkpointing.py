@@ -9,6 +9,9 @@ import os
 import re
 import shutil
 
+from ..configuration_iecl import IECLConfig
+from ..hub.checkpoints import local_model_type
+
 CHECKPOINT_DIR = "checkpoints"
 TEMPORARY_PREFIX = ".tmp-"
 WEIGHTS_NAME = "model.safetensors"  # what `accelerator.save_state` writes for the model (safe serialization)
@@ -54,14 +57,9 @@ def check_resume_checkpoint(path: str, model=None):
     header, nothing is unpickled).
     """
     flag = f"--resume_from_checkpoint {path!r}"
-    config_path = os.path.join(path, "config.json")
-    if os.path.isfile(config_path):
-        try:
-            with open(config_path) as handle:
-                model_type = json.load(handle).get("model_type")
-        except (OSError, ValueError):
-            model_type = None
-        if model_type != "iecl":
+    if os.path.isfile(os.path.join(path, "config.json")):
+        model_type = local_model_type(path)
+        if model_type != IECLConfig.model_type:
             raise ValueError(f"{flag} holds a checkpoint of another model type ({model_type!r}), not an IE-CL training "
                              f"checkpoint. Give a folder OUTPUT_DIR/{CHECKPOINT_DIR}/step_N written by recipes/pretrain.py, or 'latest'.")
         raise ValueError(f"{flag} is a saved IE-CL model (save_pretrained), not a training checkpoint: it has no optimizer, "

@@ -1,0 +1,57 @@
+"""Where pretraining starts: a fresh model from the preset and flags, or an IE-CL checkpoint (`--model_name_or_path`).
+
+A pretraining output (`IECLForPreTraining`) continues as a whole: encoder, heads, SAIB, power-iteration vectors.
+An encoder-only checkpoint (`IECLModel`) gives the encoder; the heads and SAIB are initialized as in a fresh model
+and the MoCo/BYOL momentum branch starts as a copy of the loaded encoder (`IECLForPreTraining.from_pretrained`).
+"""
+
+from transformers.utils import logging as transformers_logging
+
+from ..configuration_iecl import IECLConfig
+from ..hub.checkpoints import fetch_config_dict
+from ..modeling_iecl import IECLForPreTraining
+
+# Saved by transformers beside the fields; they describe the file, not the model to build.
+_FILE_KEYS = ("transformers_version", "architectures", "auto_map")
+
+
+def pretraining_config(model_values: dict, model_name_or_path: str | None = None, **hub_kwargs) -> IECLConfig:
+    """The preset and flags (`model_values`), or the checkpoint's config with them on top. Raises `ValueError` for
+    a bad field, an unreadable checkpoint or one of another model type."""
+    if not model_name_or_path:
+        return IECLConfig(**model_values)
+    saved = {k: v for k, v in fetch_config_dict(model_name_or_path, **hub_kwargs).items() if k not in _FILE_KEYS}
+    return IECLConfig.from_dict({**saved, **model_values})
+
+
+def _top_level(keys) -> list[str]:
+    """'head.projector.0.weight' -> 'head', 'iecl.backbone.conv1.weight' -> 'iecl.backbone'."""
+    return sorted({".".join(key.split(".")[:2]) if key.startswith("iecl.") else key.split(".")[0] for key in keys})
+
+
+def pretraining_model(config: IECLConfig, model_name_or_path: str | None = None,
+                      **hub_kwargs) -> tuple[IECLForPreTraining, str]:
+    """(model, a line saying where its weights come from). Heads whose size a flag changed start fresh; raises
+    `ValueError` when the checkpoint's encoder does not fit `config` (e.g. a flag changed the backbone)."""
+    if not model_name_or_path:
+        return IECLForPreTraining(config), "fresh weights"
+    flag = f"--model_name_or_path {model_name_or_path!r}"
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # its key-by-key load report: the line returned below says it shorter
+    try:
+        model, info = IECLForPreTraining.from_pretrained(model_name_or_path, config=config, output_loading_info=True,
+                                                         ignore_mismatched_sizes=True, **hub_kwargs)
+    except OSError as error:  # no weights file in the folder / repo
+        raise ValueError(f"{flag}: its weights cannot be read ({error}).") from error
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    # A head of another size (e.g. --projection_dim) starts fresh; an encoder that does not fit is an error.
+    mismatched = [key for key, *_ in info["mismatched_keys"]]
+    bad_encoder = [key for key in [*info["missing_keys"], *mismatched] if key.startswith("iecl.")]
+    if bad_encoder:
+        raise ValueError(f"{flag}: the checkpoint lacks or mis-sizes encoder weights ({bad_encoder[:3]}); continuing from "
+                         "it would train a partly random encoder. Flags that change the encoder (backbone, "
+                         "backbone_kwargs, stem) cannot be combined with a checkpoint.")
+    fresh, unused = _top_level([*info["missing_keys"], *mismatched]), _top_level(info["unexpected_keys"])
+    line = f"weights from {model_name_or_path}" + (f"; initialized fresh: {', '.join(fresh)}" if fresh else " (all of them)")
+    return model, line + (f"; not used from the checkpoint: {', '.join(unused)}" if unused else "")
