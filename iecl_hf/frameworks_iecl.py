@@ -3,8 +3,9 @@
 A head maps the encoder's pooled features of both views (online branch, with gradients: the anchor view and the
 SAIB query view) and the anchor branch's inputs (both standard views, without SAIB: MoCo's keys and BYOL's targets
 come from them) to the framework's base loss `L_base` and the projections `z`. SAIB and the entropy terms live
-outside, in `IECLForPreTraining`, and work unchanged on every head. All losses are computed on the batch
-gathered across processes (`gather_with_grad`), so N processes train like one holding the whole batch.
+outside, in `IECLForPreTraining`, and work unchanged on every head. Each rank computes its base loss over its own rows
+(NT-Xent against the gathered columns; MoCo's keys enter the queue gathered), valued as the global mean
+(`with_global_value`), so N processes train like one holding the whole batch.
 """
 
 import copy
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .distributed_iecl import gather_with_grad
+from .distributed_iecl import gather_with_grad, with_global_value
 from .losses_iecl import nt_xent_loss
 
 
@@ -156,13 +157,13 @@ class MoCoHead(_MomentumHead):
     def forward(self, features, anchor_inputs, batch_size):
         projections = self.projector(features)
         keys = self.momentum_projections(anchor_inputs)
-        queries = gather_with_grad(projections[:batch_size]), gather_with_grad(projections[batch_size:])
-        keys = gather_with_grad(keys[:batch_size]), gather_with_grad(keys[batch_size:])
+        queries, keys = (projections[:batch_size], projections[batch_size:]), (keys[:batch_size], keys[batch_size:])
         queue = self.queue.clone().detach()
+        # This rank's queries only: a positive is the same sample's key, the negatives the (shared) queue.
         loss = 0.5 * (infonce_with_queue(queries[0], keys[1], queue, self.tau) + infonce_with_queue(queries[1], keys[0], queue, self.tau))
         if self.training:
-            self.enqueue(keys[0])
-        return loss, projections
+            self.enqueue(gather_with_grad(keys[0]))
+        return with_global_value(loss), projections
 
 
 class BYOLHead(_MomentumHead):
@@ -182,9 +183,8 @@ class BYOLHead(_MomentumHead):
         projections = self.projector(features)
         predictions = self.predictor(projections)
         targets = self.momentum_projections(anchor_inputs)
-        p1, p2 = gather_with_grad(predictions[:batch_size]), gather_with_grad(predictions[batch_size:])
-        t1, t2 = gather_with_grad(targets[:batch_size]), gather_with_grad(targets[batch_size:])
-        return byol_loss(p1, t2) + byol_loss(p2, t1), projections
+        p1, p2, t1, t2 = predictions[:batch_size], predictions[batch_size:], targets[:batch_size], targets[batch_size:]
+        return with_global_value(byol_loss(p1, t2) + byol_loss(p2, t1)), projections  # per sample: no gathering
 
 
 FRAMEWORK_HEADS = {"simclr": SimCLRHead, "moco": MoCoHead, "byol": BYOLHead}

@@ -62,3 +62,40 @@ def test_single_process_gather_is_identity():
     torch.manual_seed(2)
     z1, z2 = torch.randn(4, 6), torch.randn(4, 6)
     torch.testing.assert_close(nt_xent_loss(z1, z2, 0.2), nt_xent_loss(z1, z2, 0.2, gather_distributed=False))
+
+
+@pytest.mark.parametrize("this_rank", [0, 1, 2])
+def test_a_rank_scores_its_own_rows_against_the_gathered_columns(this_rank, monkeypatch):
+    """Rank r of 3 (gathering simulated): its loss is the mean of the global NT-Xent over its own 2n rows (its
+    samples at offset r * n among the gathered ones), from a 2n x 2N logits matrix, not 2N x 2N."""
+    import iecl_hf.losses_iecl as losses
+
+    world, n, dim, tau = 3, 4, 8, 0.3
+    torch.manual_seed(0)
+    z1_all, z2_all = torch.randn(world * n, dim), torch.randn(world * n, dim)
+    mine = slice(this_rank * n, (this_rank + 1) * n)
+    calls = iter([z1_all, z2_all])
+
+    def gather(local):  # the other ranks' rows around this rank's (normalized, as the loss gathers them)
+        every = torch.nn.functional.normalize(next(calls), dim=1)
+        torch.testing.assert_close(every[mine], local)
+        return every
+
+    monkeypatch.setattr(losses, "gather_with_grad", gather)
+    monkeypatch.setattr(losses, "rank", lambda: this_rank)
+    monkeypatch.setattr(losses, "with_global_value", lambda loss: loss)
+    shapes, cross_entropy = [], torch.nn.functional.cross_entropy
+    monkeypatch.setattr(losses.F, "cross_entropy", lambda logits, target: shapes.append(tuple(logits.shape))
+                        or cross_entropy(logits, target))
+    local = losses.nt_xent_loss(z1_all[mine], z2_all[mine], tau)
+    monkeypatch.undo()
+    assert shapes == [(2 * n, 2 * world * n)]
+
+    z = torch.nn.functional.normalize(torch.cat([z1_all, z2_all]), dim=1)
+    logits = z @ z.t() / tau
+    logits.fill_diagonal_(float("-inf"))
+    total = world * n
+    targets = torch.cat([torch.arange(total, 2 * total), torch.arange(total)])
+    per_row = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    rows = torch.cat([torch.arange(total)[mine], torch.arange(total)[mine] + total])
+    torch.testing.assert_close(local, per_row[rows].mean())
