@@ -6,7 +6,7 @@ import json
 from unittest import mock
 
 import pytest
-from helpers import pretrain_module, run_pretrain_in_process
+from helpers import run_pretrain_in_process
 
 from iecl_hf import IECLConfig
 from iecl_hf.training.arguments import ModelArguments, PRESETS, parse_args, parse_overrides, parse_value
@@ -175,9 +175,9 @@ def test_parse_value(text, value):
     ],
 )
 def test_bad_values_fail_before_anything_runs_naming_the_field(tmp_path, argv, message):
-    recipe = pretrain_module()
+    from iecl_hf.training import pretraining  # the recipe's stages
     out = tmp_path / "out"
-    with mock.patch.object(recipe, "load_image_dataset", side_effect=AssertionError("data was read")):
+    with mock.patch.object(pretraining, "load_image_dataset", side_effect=AssertionError("data was read")):
         with pytest.raises(ValueError, match=message):
             run_pretrain_in_process([*argv, "--output_dir", out])
     assert not out.exists()

@@ -15,7 +15,6 @@ from helpers import (
     corrupt_images,
     encode,
     free_port,
-    pretrain_module,
     push_module,
     random_rgb,
     read_json,
@@ -165,8 +164,8 @@ def test_missing_image_column_lists_the_available_columns(tmp_path):
 def test_unwritable_output_dir_fails_before_any_data_is_read(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    recipe = pretrain_module()
-    with mock.patch.object(recipe, "load_image_dataset", side_effect=AssertionError("data was read")):
+    from iecl_hf.training import pretraining  # the recipe's stages
+    with mock.patch.object(pretraining, "load_image_dataset", side_effect=AssertionError("data was read")):
         with pytest.raises(ValueError, match="--output_dir .* is not writable"):
             run_pretrain_in_process([*TINY_ARGS, "--output_dir", blocker / "out"])
 
@@ -248,7 +247,7 @@ def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(tmp_pa
 def test_saib_is_trained_by_adamw_with_its_config_weight_decay(tmp_path):
     from iecl_hf.training.optim import build_generator_optimizer
 
-    recipe = pretrain_module()
+    from iecl_hf.training import pretraining  # the recipe's stages
     built = []
 
     def spy(parameters, lr, weight_decay=0.0):
@@ -257,7 +256,7 @@ def test_saib_is_trained_by_adamw_with_its_config_weight_decay(tmp_path):
         built.append((parameters, optimizer))
         return optimizer
 
-    with mock.patch.object(recipe, "build_generator_optimizer", side_effect=spy):
+    with mock.patch.object(pretraining, "build_generator_optimizer", side_effect=spy):
         assert run_pretrain_in_process([*TINY_ARGS, "--max_train_steps", 1, "--knn_every_epochs", 0, "--output_dir",
                                         tmp_path / "saib", "--generator_learning_rate", 0.002,
                                         "--saib_weight_decay", 0.05]) == 0

@@ -21,7 +21,6 @@ from helpers import (
     TINY_ARGS,
     encode,
     max_abs_difference,
-    pretrain_module,
     push_module,
     random_rgb,
     read_json,
@@ -288,16 +287,16 @@ def test_an_empty_split_after_loading_is_a_clear_error(tmp_path):
     """Splits that datasets does load empty (an in-memory split): the recipe's own check."""
     import datasets
 
-    recipe = pretrain_module()
+    from iecl_hf.training import pretraining  # the recipe's stages
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
     train = datasets.Dataset.from_dict({"image": [{"bytes": b, "path": None} for b in small_images(16)], "label": [0, 1] * 8},
                                        features=features)
     splits = datasets.DatasetDict({"train": train, "validation": train.select([])})
-    with mock.patch.object(recipe, "load_image_dataset", return_value=splits):
+    with mock.patch.object(pretraining, "load_image_dataset", return_value=splits):
         with pytest.raises(ValueError, match="validation split 'validation' .* is empty.*--validation_split none"):
             run_pretrain_in_process([*TINY_ARGS, "--output_dir", tmp_path / "out"])
     splits = datasets.DatasetDict({"train": train.select([])})
-    with mock.patch.object(recipe, "load_image_dataset", return_value=splits):
+    with mock.patch.object(pretraining, "load_image_dataset", return_value=splits):
         with pytest.raises(ValueError, match="split 'train' of .* is empty"):
             run_pretrain_in_process([*TINY_ARGS, "--output_dir", tmp_path / "out"])
 

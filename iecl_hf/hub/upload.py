@@ -43,3 +43,16 @@ def push_output_folder(folder, repo_id: str, private: bool = False, token=None, 
             f"complete. Log in (`hf auth login` or HF_TOKEN) and retry the upload alone with:\n  {retry_command(folder, repo_id, private)}"
         ) from error
     return str(repo_url)
+
+
+def push_release(args, say=print, report_error=print, commit_message: str = "Upload IE-CL model") -> int:
+    """--push_to_hub of a recipe (`args`: output_dir and the Hub flags): 0 when pushed, 1 when the upload failed (the
+    output folder stays complete; the error says how to retry)."""
+    try:
+        url = push_output_folder(args.output_dir, args.hub_model_id, private=args.hub_private_repo, token=args.hub_token,
+                                 commit_message=commit_message)
+    except PushError as error:
+        report_error(str(error))
+        return 1
+    say(f"Pushed to {url}")
+    return 0

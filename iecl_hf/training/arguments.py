@@ -1,7 +1,8 @@
-"""Command-line arguments of the pretraining recipe, in the style of transformers' examples.
+"""Command-line arguments of both recipes, in the style of transformers' examples, and how a recipe reports bad input.
 
-Three dataclasses (data, training, model) parsed by `HfArgumentParser`; `--config_file x.yaml|json` supplies
-defaults that flags on the command line override. Every `IECLConfig` field is a flag of its own
+Shared groups (dataset, checkpoint, Hub, config file) are defined once and mixed into each recipe's dataclasses,
+parsed by `HfArgumentParser`; `--config_file x.yaml|json` supplies defaults that flags on the command line override.
+pretrain.py: data, training and model (`IECLConfig`) dataclasses. Every `IECLConfig` field is a flag of its own
 (`--lambda_entropy 0.5`), and `--model_config_overrides "lambda_entropy=0.5,framework=simclr"` sets several at once.
 """
 
@@ -11,11 +12,14 @@ import inspect
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
 from ..configuration_iecl import IECLConfig
+from ..evaluation.linear_probe import DEFAULT_LEARNING_RATES
+from ..evaluation.plots import EMBEDDING_METHODS
 
 PRESETS = {
     # Half-width ResNet-18 with a stride-2 stem: a few hundred 32 px images/s on 2 CPU cores.
@@ -29,28 +33,55 @@ PRESETS = {
 }
 
 
+# ---------------------------------------------------------------------------------------------- shared groups
+
+
 @dataclass
-class DataArguments:
+class DatasetArguments:
     dataset_name: str | None = field(default=None, metadata={"help": "Hub id (uoft-cs/cifar10), local folder/parquet/image folder; unset: the embedded digits dataset (no network)."})
     dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration name of the Hub dataset."})
-    train_split: str = field(default="train", metadata={"help": "Split to pretrain on."})
-    validation_split: str | None = field(default=None, metadata={"help": "Labelled split for the online kNN accuracy (default: 'validation' or 'test' if present; 'none' disables)."})
+    train_split: str = field(default="train")
     image_column: str | None = field(default=None, metadata={"help": "Image column (detected: img/image)."})
-    label_column: str | None = field(default=None, metadata={"help": "Label column (detected: label/fine_label); only for the online kNN."})
+    label_column: str | None = field(default=None, metadata={"help": "Label column (detected: a ClassLabel, label, fine_label, ...); pretraining uses it for the online kNN only."})
+    cache_dir: str | None = field(default=None, metadata={"help": "datasets / Hub cache folder."})
+
+
+@dataclass
+class CheckpointArguments:
+    model_name_or_path: str | None = field(default=None, metadata={"help": "An IE-CL checkpoint, a folder or a Hub id. linear_eval.py: the encoder to evaluate (required). pretrain.py: start from it (a pretraining output continues as a whole; an encoder-only checkpoint gets fresh heads and SAIB; its config is used with the model flags on top, no preset)."})
+    revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of a Hub --model_name_or_path."})
+
+
+@dataclass
+class HubArguments:
+    push_to_hub: bool = field(default=False)
+    hub_model_id: str | None = field(default=None)
+    hub_private_repo: bool = field(default=False)
+    hub_token: str | None = field(default=None, metadata={"help": "Default: the token of `hf auth login` or HF_TOKEN."})
+
+
+@dataclass
+class ConfigFileArguments:
+    config_file: str | None = field(default=None, metadata={"help": "YAML or JSON file with any of these arguments; command-line flags win."})
+
+
+# ---------------------------------------------------------------------------------------------- pretrain.py
+
+
+@dataclass
+class DataArguments(DatasetArguments):
+    validation_split: str | None = field(default=None, metadata={"help": "Labelled split for the online kNN accuracy (default: 'validation' or 'test' if present; 'none' disables)."})
     streaming: bool = field(default=False, metadata={"help": "Stream the dataset (ImageNet scale); needs --max_train_steps."})
     shuffle_buffer_size: int = field(default=10_000, metadata={"help": "Shuffle buffer of a streamed dataset."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training images (quick runs)."})
     knn_max_train_samples: int = field(default=10_000, metadata={"help": "Memory bank size of the online kNN."})
     knn_max_eval_samples: int = field(default=2_000, metadata={"help": "Validation images of the online kNN."})
-    cache_dir: str | None = field(default=None, metadata={"help": "datasets cache folder."})
 
 
 @dataclass
-class PretrainArguments:
+class PretrainArguments(CheckpointArguments, HubArguments, ConfigFileArguments):
     output_dir: str = field(default="outputs/pretrain-default", metadata={"help": "Where the model, checkpoints, logs and pictures go."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Start from scratch even if --output_dir holds the checkpoints of an unfinished run (they are deleted). Those of a finished run are replaced anyway."})
-    model_name_or_path: str | None = field(default=None, metadata={"help": "Start from an IE-CL checkpoint (a folder or a Hub id): a pretraining output continues as a whole, an encoder-only checkpoint gets fresh heads and SAIB. Its config is used, with the model flags on top (no preset)."})
-    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of a Hub --model_name_or_path."})
     preset: str = field(default="auto", metadata={"help": "Model preset: cpu | cifar | stl10 | imagenet | none; auto = cpu without a GPU, cifar with one (none with --model_name_or_path). Explicit model flags override it."})
     per_device_train_batch_size: int = field(default=64, metadata={"help": "Images per process per step (each gives two views)."})
     gradient_accumulation_steps: int = field(default=1)
@@ -72,12 +103,71 @@ class PretrainArguments:
     augmentation: str = field(default="batched", metadata={"help": "batched (kornia on the device; measured fastest) | workers (torchvision v2 in the loader processes)."})
     knn_every_epochs: int = field(default=1, metadata={"help": "Online kNN every N epochs (0 disables)."})
     logging_steps: int = field(default=10)
-    push_to_hub: bool = field(default=False)
-    hub_model_id: str | None = field(default=None)
-    hub_private_repo: bool = field(default=False)
-    hub_token: str | None = field(default=None)
-    config_file: str | None = field(default=None, metadata={"help": "YAML or JSON file with any of these arguments; command-line flags win."})
     model_config_overrides: str | None = field(default=None, metadata={"help": 'IECLConfig fields, e.g. "lambda_entropy=0.5,framework=simclr".'})
+
+
+# ---------------------------------------------------------------------------------------------- linear_eval.py
+
+FEATURE_EPOCHS, AUGMENT_EPOCHS = 100, 10
+
+
+@dataclass
+class LinearEvalArguments(CheckpointArguments, DatasetArguments, HubArguments, ConfigFileArguments):
+    random_init: bool = field(default=False, metadata={"help": "Evaluate an untrained encoder of the checkpoint's config instead (the floor)."})
+    output_dir: str | None = field(default=None, metadata={"help": "Default: CKPT-linear-eval (CKPT-linear-eval-random-init with --random_init)."})
+    test_split: str = field(default="test", metadata={"help": "If the dataset has no such split, --holdout_fraction of train is held out."})
+    holdout_fraction: float = field(default=0.2, metadata={"help": "Fraction of train held out (stratified, seeded) when the test split is missing."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Seeded random subset of the train split (quick runs)."})
+    max_test_samples: int | None = field(default=None, metadata={"help": "Seeded random subset of the test split."})
+    per_device_eval_batch_size: int = field(default=256, metadata={"help": "Images per batch for feature extraction."})
+    dataloader_num_workers: int = field(default=0)
+    num_epochs: int | None = field(default=None, metadata={"help": f"Probe epochs; default {FEATURE_EPOCHS} on cached features, {AUGMENT_EPOCHS} with --augment."})
+    batch_size: int = field(default=256, metadata={"help": "Probe mini-batch (per process with --augment)."})
+    optimizer: str = field(default="sgd", metadata={"help": "sgd (momentum 0.9) | adamw."})
+    learning_rate: float | None = field(default=None, metadata={"help": f"Peak LR of the cosine schedule; default {DEFAULT_LEARNING_RATES}."})
+    weight_decay: float = field(default=0.0)
+    standardize: bool = field(default=True, metadata={"help": "Standardize features with train statistics (folded into the saved head). --no_standardize disables."})
+    augment: bool = field(default=False, metadata={"help": "Train the probe on random resized crops + flips through the frozen encoder (heavier protocol)."})
+    knn_k: list[int] = field(default_factory=lambda: [20, 200], metadata={"help": "Neighbour counts of the weighted kNN."})
+    knn_temperature: float = field(default=0.07)
+    embedding_2d: str = field(default="tsne", metadata={"help": "features_2d.png method: tsne | pca."})
+    accuracy_metric: str = field(default="accuracy", metadata={"help": "Name or local path for evaluate.load (offline: our own identical code)."})
+    overwrite_cache: bool = field(default=False, metadata={"help": "Extract features again even if OUT/features_cache has them."})
+    seed: int = field(default=0)
+    update_model_card: bool = field(default=False, metadata={"help": "Also add the results to CKPT's README.md (a local folder)."})
+
+
+def parse_linear_eval_args(argv=None) -> LinearEvalArguments:
+    """linear_eval.py's arguments, checked, with the defaults that depend on others filled in."""
+    (args,) = parse_dataclasses((LinearEvalArguments,), argv)
+    if not args.model_name_or_path:
+        raise ValueError("--model_name_or_path is required (a folder written by recipes/pretrain.py, or a Hub id).")
+    for name in ("per_device_eval_batch_size", "batch_size", "num_epochs", "max_train_samples", "max_test_samples"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}.")
+    if not 0 < args.holdout_fraction < 1:
+        raise ValueError(f"--holdout_fraction must be in (0, 1), got {args.holdout_fraction}.")
+    if args.optimizer not in DEFAULT_LEARNING_RATES:
+        raise ValueError(f"--optimizer {args.optimizer!r} is not supported; allowed values: {', '.join(DEFAULT_LEARNING_RATES)}.")
+    if args.embedding_2d not in EMBEDDING_METHODS:
+        raise ValueError(f"--embedding_2d {args.embedding_2d!r} is not supported; allowed values: {', '.join(EMBEDDING_METHODS)}.")
+    if not args.knn_k or min(args.knn_k) < 1 or not args.knn_temperature > 0:
+        raise ValueError("--knn_k needs positive integers and --knn_temperature a positive number.")
+    if args.push_to_hub and not args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/iecl-resnet18-cifar10-linear).")
+    if args.num_epochs is None:
+        args.num_epochs = AUGMENT_EPOCHS if args.augment else FEATURE_EPOCHS
+    if args.learning_rate is None:
+        args.learning_rate = DEFAULT_LEARNING_RATES[args.optimizer]
+    if args.output_dir is None:
+        checkpoint = args.model_name_or_path.rstrip("/")
+        base = checkpoint if os.path.isdir(checkpoint) else os.path.join("outputs", checkpoint.replace("/", "--"))
+        args.output_dir = base + "-linear-eval" + ("-random-init" if args.random_init else "")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------- IECLConfig flags
 
 
 def _model_arguments_class():
@@ -164,14 +254,33 @@ def reparse_with_config_file(parser, dataclass_types, path, argv):
     return parser.parse_args_into_dataclasses(args=argv)
 
 
+def parse_dataclasses(dataclass_types, argv=None):
+    """`HfArgumentParser(dataclass_types)` on `argv`, again with a --config_file's values as defaults if one is given."""
+    parser = HfArgumentParser(dataclass_types)
+    parsed = parser.parse_args_into_dataclasses(args=argv)
+    config_file = next((p.config_file for p in parsed if getattr(p, "config_file", None)), None)
+    return reparse_with_config_file(parser, dataclass_types, config_file, argv) if config_file else parsed
+
+
 def parse_args(argv=None):
-    """Return (data_args, train_args, model_config_values) from the command line and an optional config file."""
-    parser = HfArgumentParser((DataArguments, PretrainArguments, ModelArguments))
-    data_args, train_args, model_args = parser.parse_args_into_dataclasses(args=argv)
-    if train_args.config_file:
-        data_args, train_args, model_args = reparse_with_config_file(
-            parser, (DataArguments, PretrainArguments, ModelArguments), train_args.config_file, argv)
+    """pretrain.py: (data_args, train_args, model_config_values) from the command line and an optional config file."""
+    data_args, train_args, model_args = parse_dataclasses((DataArguments, PretrainArguments, ModelArguments), argv)
     return data_args, train_args, model_config_values(train_args, model_args)
+
+
+def run_recipe(main, name: str) -> int:
+    """Run a recipe's `main()`; bad input (`ValueError`) becomes one line `NAME: error: ...` and exit code 2."""
+    try:
+        return main()
+    except ValueError as error:
+        print(f"{name}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def hub_kwargs(args, cache_dir=None) -> dict:
+    """`from_pretrained` keywords of the checkpoint flags (unset ones left to transformers' defaults)."""
+    values = {"revision": args.revision, "token": args.hub_token, "cache_dir": cache_dir}
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def model_config_values(train_args, model_args) -> dict:
