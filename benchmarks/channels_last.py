@@ -38,8 +38,10 @@ def main():
     for name, memory_format in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
         torch.manual_seed(0)
         model = IECLForPreTraining(config).to(device, memory_format=memory_format)
-        optimizers = [build_encoder_optimizer("sgd", model.encoder_parameters(), 0.01, 5e-4),
-                      build_generator_optimizer(model.generator_parameters(), 1e-3, config.saib_weight_decay)]
+        optimizers = [
+            build_encoder_optimizer("sgd", model.encoder_parameters(), 0.01, 5e-4),
+            build_generator_optimizer(model.generator_parameters(), 1e-3, config.saib_weight_decay),
+        ]
         runners[name] = (model, optimizers, [v.contiguous(memory_format=memory_format) for v in views])
 
     def step(name):
@@ -62,7 +64,10 @@ def main():
         for name in runners:
             times[name].append(step(name))
     median = {name: statistics.median(values) for name, values in times.items()}
-    print(f"{args.preset} preset, batch {args.batch_size}, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"{args.preset} preset, batch {args.batch_size}, {device}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
     for name, value in median.items():
         print(f"{name}: median step {value:.3f}s")
     print(f"speedup (contiguous / channels_last): {median['contiguous'] / median['channels_last']:.2f}")

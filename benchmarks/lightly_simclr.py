@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from iecl_hf import IECLConfig, IECLModel, build_image_processor  # noqa: E402
 from iecl_hf.data import decode_image, detect_columns, load_image_dataset  # noqa: E402
+from iecl_hf.data.augmentations import blur_kernel  # noqa: E402
 from iecl_hf.training.arguments import PRESETS  # noqa: E402
 from iecl_hf.training.optim import build_encoder_optimizer, build_scheduler  # noqa: E402
 
@@ -38,16 +39,26 @@ def main():
     torch.manual_seed(args.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     # The plain-SimCLR config (no SAIB, no entropy/KL terms, no spectral penalty): only its encoder is saved.
-    config = IECLConfig(**PRESETS[args.preset], generator_architecture="none", encoder_spectral_norm=False,
-                        lambda_entropy=0.0, beta_kl=0.0)
+    config = IECLConfig(
+        **PRESETS[args.preset],
+        generator_architecture="none",
+        encoder_spectral_norm=False,
+        lambda_entropy=0.0,
+        beta_kl=0.0,
+    )
     split = load_image_dataset(args.dataset_name)["train"]
     if args.max_train_samples:
         split = split.select(range(min(args.max_train_samples, len(split))))
     columns = detect_columns(split.features)
-    # Same recipe as ours: crop scale (0.2, 1) below 96 px, jitter strength 0.5, no blur at 32 px, ImageNet normalization.
-    transform = SimCLRTransform(input_size=config.image_size, cj_strength=0.5, min_scale=0.2,
-                                gaussian_blur=0.0 if config.image_size < 96 else 0.5,
-                                normalize={"mean": config.image_mean, "std": config.image_std})
+    # Same recipe as ours: crop scale (0.2, 1) below 96 px, jitter strength 0.5, no blur at 32 px,
+    # ImageNet normalization.
+    transform = SimCLRTransform(
+        input_size=config.image_size,
+        cj_strength=0.5,
+        min_scale=0.2,
+        gaussian_blur=0.0 if blur_kernel(config.image_size) is None else 0.5,
+        normalize={"mean": config.image_mean, "std": config.image_std},
+    )
 
     class Views(torch.utils.data.Dataset):
         def __len__(self):
@@ -56,8 +67,14 @@ def main():
         def __getitem__(self, index):
             return transform(decode_image(split[index][columns.image])), 0
 
-    loader = DataLoader(Views(), batch_size=args.per_device_train_batch_size, shuffle=True, drop_last=True,
-                        num_workers=args.dataloader_num_workers, persistent_workers=args.dataloader_num_workers > 0)
+    loader = DataLoader(
+        Views(),
+        batch_size=args.per_device_train_batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.dataloader_num_workers,
+        persistent_workers=args.dataloader_num_workers > 0,
+    )
     encoder = IECLModel(config).to(device)
     head = SimCLRProjectionHead(encoder.num_features, config.projection_hidden_dim, config.projection_dim).to(device)
     criterion = NTXentLoss(temperature=config.tau)

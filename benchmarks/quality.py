@@ -50,7 +50,9 @@ PAIRED = {name for name, (_, baseline) in VARIANTS.items() if baseline}
 
 def run(command, log_path):
     with open(log_path, "w") as log:
-        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        result = subprocess.run(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
     if result.returncode != 0:
         with open(log_path) as log:
             tail = log.read()[-3000:]
@@ -64,26 +66,67 @@ def one_run(args, variant, seed):
     os.makedirs(run_dir, exist_ok=True)
     start = time.time()
     if not os.path.exists(os.path.join(pretrain_dir, "train_results.json")):
-        command = [sys.executable, "recipes/pretrain.py", "--dataset_name", args.dataset, "--seed", str(seed),
-                   "--per_device_train_batch_size", str(args.batch_size), "--output_dir", pretrain_dir, "--overwrite_output_dir",
-                   "--num_train_epochs", str(args.epochs), "--preset", args.preset, "--dataloader_num_workers", str(args.workers),
-                   "--knn_every_epochs", "0", "--logging_steps", "20", *(["--model_config_overrides", overrides] if overrides else []),
-                   *(["--max_train_samples", str(args.max_train_samples)] if args.max_train_samples else [])]
+        command = [
+            sys.executable,
+            "recipes/pretrain.py",
+            "--dataset_name",
+            args.dataset,
+            "--seed",
+            str(seed),
+            "--per_device_train_batch_size",
+            str(args.batch_size),
+            "--output_dir",
+            pretrain_dir,
+            "--overwrite_output_dir",
+            "--num_train_epochs",
+            str(args.epochs),
+            "--preset",
+            args.preset,
+            "--dataloader_num_workers",
+            str(args.workers),
+            "--knn_every_epochs",
+            "0",
+            "--logging_steps",
+            "20",
+            *(["--model_config_overrides", overrides] if overrides else []),
+            *(["--max_train_samples", str(args.max_train_samples)] if args.max_train_samples else []),
+        ]
         run(command, os.path.join(run_dir, "pretrain.log"))
     pretrain_seconds = time.time() - start
     if not os.path.exists(os.path.join(eval_dir, "eval_results.json")):
-        command = [sys.executable, "recipes/linear_eval.py", "--model_name_or_path", pretrain_dir, "--dataset_name", args.eval_dataset,
-                   "--output_dir", eval_dir, "--seed", str(seed), "--embedding_2d", "pca",
-                   *(["--max_train_samples", str(args.max_eval_samples), "--max_test_samples", str(args.max_eval_samples)]
-                     if args.max_eval_samples else [])]
+        command = [
+            sys.executable,
+            "recipes/linear_eval.py",
+            "--model_name_or_path",
+            pretrain_dir,
+            "--dataset_name",
+            args.eval_dataset,
+            "--output_dir",
+            eval_dir,
+            "--seed",
+            str(seed),
+            "--embedding_2d",
+            "pca",
+            *(
+                ["--max_train_samples", str(args.max_eval_samples), "--max_test_samples", str(args.max_eval_samples)]
+                if args.max_eval_samples
+                else []
+            ),
+        ]
         run(command, os.path.join(run_dir, "eval.log"))
     with open(os.path.join(eval_dir, "eval_results.json")) as handle:
         figures = json.load(handle)["figures"]
     with open(os.path.join(pretrain_dir, "train_results.json")) as handle:
         train = json.load(handle)
-    record = {"variant": variant, "seed": seed, "overrides": overrides, "seconds": round(pretrain_seconds, 1),
-              "linear_top1": percent(figures, "linear_top1"), "knn_top1": percent(figures, "knn_k20_top1"),
-              **{k: train.get(k) for k in ("base_loss", "entropy_query", "kl_loss", "saib_logdet", "spectral_norm_max")}}
+    record = {
+        "variant": variant,
+        "seed": seed,
+        "overrides": overrides,
+        "seconds": round(pretrain_seconds, 1),
+        "linear_top1": percent(figures, "linear_top1"),
+        "knn_top1": percent(figures, "knn_k20_top1"),
+        **{k: train.get(k) for k in ("base_loss", "entropy_query", "kl_loss", "saib_logdet", "spectral_norm_max")},
+    }
     print(f"  {variant}-seed{seed}: linear {record['linear_top1']}, kNN {record['knn_top1']}", flush=True)
     return record
 
@@ -104,16 +147,26 @@ def mean_ci(values):
 def summarize(records):
     by_key = {(r["variant"], r["seed"]): r for r in records}
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in records)]
-    lines = ["| variant | seeds | linear top-1 (per seed) | kNN top-1 | paired diff. linear (95% CI) | paired diff. kNN (95% CI) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        (
+            "| variant | seeds | linear top-1 (per seed) | kNN top-1 | paired diff. linear (95% CI) | "
+            "paired diff. kNN (95% CI) |"
+        ),
+        "|---|---|---|---|---|---|",
+    ]
     for variant in variants:
         runs = sorted((r for r in records if r["variant"] == variant), key=lambda r: r["seed"])
         linear = [r["linear_top1"] for r in runs]
         knn = [r["knn_top1"] for r in runs]
-        cells = [f"{statistics.mean(linear):.2f} ({', '.join(f'{x:.2f}' for x in linear)})", f"{statistics.mean(knn):.2f}"]
+        cells = [
+            f"{statistics.mean(linear):.2f} ({', '.join(f'{x:.2f}' for x in linear)})",
+            f"{statistics.mean(knn):.2f}",
+        ]
         baseline = VARIANTS[variant][1]
         for metric in ("linear_top1", "knn_top1"):
-            pairs = [(r[metric], by_key[(baseline, r["seed"])][metric]) for r in runs if (baseline, r["seed"]) in by_key]
+            pairs = [
+                (r[metric], by_key[(baseline, r["seed"])][metric]) for r in runs if (baseline, r["seed"]) in by_key
+            ]
             if baseline and pairs:
                 mean, half = mean_ci([a - b for a, b in pairs])
                 cells.append(f"{mean:+.2f} ({mean - half:+.2f} .. {mean + half:+.2f}), n={len(pairs)}")
@@ -126,22 +179,38 @@ def summarize(records):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="../shared/data/cifar10-small", help="pretraining data")
-    parser.add_argument("--eval_dataset", default="../shared/data/cifar10-large", help="linear probe and kNN (its test split is scored)")
+    parser.add_argument(
+        "--eval_dataset",
+        default="../shared/data/cifar10-large",
+        help="linear probe and kNN (its test split is scored)",
+    )
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--variants", nargs="+", default=["simclr", "iecl"], choices=list(VARIANTS),
-                        help="an IE-CL variant runs after its baseline for each seed")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["simclr", "iecl"],
+        choices=list(VARIANTS),
+        help="an IE-CL variant runs after its baseline for each seed",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--base_overrides", default="", help="IECLConfig overrides added to every IE-CL variant (a sweep point), "
-                        "e.g. 'lambda_entropy=0.3'")
+    parser.add_argument(
+        "--base_overrides",
+        default="",
+        help="IECLConfig overrides added to every IE-CL variant (a sweep point), e.g. 'lambda_entropy=0.3'",
+    )
     parser.add_argument("--max_train_samples", type=int, default=None)
     parser.add_argument("--max_eval_samples", type=int, default=None)
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (a GPU fits several; on a 2-core CPU keep 1)")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="runs in parallel (a GPU fits several; on a 2-core CPU keep 1)"
+    )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--work_dir", default="runs/quality")
     parser.add_argument("--results_file", default=None)
-    parser.add_argument("--quick", action="store_true", help="1 epoch on 512 images, 1 seed: checks the pipeline in minutes")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 epoch on 512 images, 1 seed: checks the pipeline in minutes"
+    )
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.max_train_samples, args.max_eval_samples, args.seeds = 1, 512, 512, [0]
@@ -150,11 +219,17 @@ def main():
             print(f"{getattr(args, name)} not found: using the embedded digits dataset")
             setattr(args, name, "embedded:digits")
     # Seed by seed, the baseline first: an interrupted benchmark leaves complete pairs.
-    wanted = list(args.variants) + [VARIANTS[v][1] for v in args.variants if VARIANTS[v][1] and VARIANTS[v][1] not in args.variants]
+    wanted = list(args.variants) + [
+        VARIANTS[v][1] for v in args.variants if VARIANTS[v][1] and VARIANTS[v][1] not in args.variants
+    ]
     ordered = sorted(wanted, key=lambda v: VARIANTS[v][1] is not None)
     jobs = [(v, s) for s in args.seeds for v in ordered]
-    print(f"{len(jobs)} runs: {args.epochs} epochs, batch {args.batch_size}, preset {args.preset}, pretraining on {args.dataset}, "
-          f"evaluation on {args.eval_dataset}, {args.jobs} in parallel", flush=True)
+    print(
+        f"{len(jobs)} runs: {args.epochs} epochs, batch {args.batch_size}, preset {args.preset}, "
+        f"pretraining on {args.dataset}, "
+        f"evaluation on {args.eval_dataset}, {args.jobs} in parallel",
+        flush=True,
+    )
     os.makedirs(args.work_dir, exist_ok=True)
     results_file = args.results_file or os.path.join(args.work_dir, "results.json")
     records = []

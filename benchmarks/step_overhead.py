@@ -57,8 +57,15 @@ BASELINE = dict(generator_architecture="none", encoder_spectral_norm=False, lamb
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=["standard", "cpu", "both"], default="both",
-                        help="standard = CIFAR ResNet-18, PRESETS['cifar'] (the figure of the goal); cpu = PRESETS['cpu'] (information).")
+    parser.add_argument(
+        "--preset",
+        choices=["standard", "cpu", "both"],
+        default="both",
+        help=(
+            "standard = CIFAR ResNet-18, PRESETS['cifar'] (the figure of the goal); "
+            "cpu = PRESETS['cpu'] (information)."
+        ),
+    )
     parser.add_argument("--batch_size", type=int, default=64, help="Images per view (the encoder sees 2x this).")
     parser.add_argument("--repeats", type=int, default=3, help="Timed (baseline, IE-CL) pairs.")
     parser.add_argument("--warmup", type=int, default=1, help="Untimed pairs first.")
@@ -76,9 +83,12 @@ class Trainer:
         torch.manual_seed(0)
         self.device = views[0].device
         self.model = IECLForPreTraining(config).to(self.device).train()
-        self.encoder_optimizer = build_encoder_optimizer("sgd", self.model.encoder_parameters(), lr=0.075, weight_decay=1e-6)
-        self.generator_optimizer = build_generator_optimizer(self.model.generator_parameters(), lr=1e-3,
-                                                             weight_decay=config.saib_weight_decay)
+        self.encoder_optimizer = build_encoder_optimizer(
+            "sgd", self.model.encoder_parameters(), lr=0.075, weight_decay=1e-6
+        )
+        self.generator_optimizer = build_generator_optimizer(
+            self.model.generator_parameters(), lr=1e-3, weight_decay=config.saib_weight_decay
+        )
         self.views = views
 
     def step(self):
@@ -115,8 +125,13 @@ def timed(fn, device):
     return time.process_time() - start
 
 
-STEP_PARTS = ("SAIB forward+backward", "encoder forward (2B)", "encoder backward (2B)", "entropy+KL terms (fwd+bwd)",
-              "spectral penalty (power it. + fwd+bwd)")
+STEP_PARTS = (
+    "SAIB forward+backward",
+    "encoder forward (2B)",
+    "encoder backward (2B)",
+    "entropy+KL terms (fwd+bwd)",
+    "spectral penalty (power it. + fwd+bwd)",
+)
 MONITOR = "saib_logdet monitor (logging steps)"
 
 
@@ -132,13 +147,16 @@ def breakdown(trainer, repeats):
     batch = view1.shape[0]
     parts = {name: [] for name in (*STEP_PARTS, MONITOR)}
     for _ in range(1 + repeats):  # the first round is a warm-up (first calls of vmap/jvp, allocator), not counted
+
         def saib_pass():
             model.view_generator(view2).sum().backward()
+
         parts["SAIB forward+backward"].append(timed(saib_pass, device))
 
         with torch.no_grad():
             query_view = model.view_generator(view2)
-        # Requires grad like SAIB's output in the real step: the encoder's backward also gives the gradient of its input.
+        # Requires grad like SAIB's output in the real step: the encoder's backward also gives the gradient of
+        # its input.
         query_view = query_view.detach().requires_grad_(True)
         state = {}
 
@@ -147,6 +165,7 @@ def breakdown(trainer, repeats):
             anchor_inputs = model.normalize(torch.cat([view1, view2]))
             state["features"] = model.iecl(inputs).pooler_output
             state["loss"], state["projections"] = model.head(state["features"], anchor_inputs, batch)
+
         parts["encoder forward (2B)"].append(timed(encoder_forward, device))
         parts["encoder backward (2B)"].append(timed(lambda: state["loss"].backward(), device))
 
@@ -159,11 +178,13 @@ def breakdown(trainer, repeats):
             with torch.no_grad():
                 model.query_entropy(anchor)  # the entropy_anchor monitor
             (config.beta_kl * kl_loss - config.lambda_entropy * entropy_query).backward()
+
         parts["entropy+KL terms (fwd+bwd)"].append(timed(entropy_terms, device))
 
         def spectral():
             penalty, _ = model.spectral_penalty(model.iecl.backbone, update=True)
             (config.spectral_norm_weight * penalty).backward()
+
         parts["spectral penalty (power it. + fwd+bwd)"].append(timed(spectral, device))
 
         parts[MONITOR].append(timed(lambda: saib_logdet(model.view_generator, view2[:1].detach()), device))
@@ -200,10 +221,16 @@ def run_preset(name, args):
     cpu_ratio = statistics.median(cpu_times["iecl"]) / base_cpu
     generator_params = sum(p.numel() for p in iecl.model.generator_parameters())
     encoder_params = sum(p.numel() for p in iecl.model.iecl.parameters())
-    print(f"[{name}] {base['backbone']} stem={base['stem']} channels={base['backbone_kwargs'].get('channels', 'default')} "
-          f"{size}x{size}, batch {args.batch_size} (x2 views), {device.type}, {torch.get_num_threads()} threads; "
-          f"encoder {encoder_params / 1e6:.2f}M params, SAIB {generator_params / 1e3:.1f}k params")
-    print(f"[{name}] baseline (SimCLR) step: median {base_time:.3f}s  ({', '.join(f'{t:.3f}' for t in times['baseline'])})")
+    print(
+        f"[{name}] {base['backbone']} stem={base['stem']} "
+        f"channels={base['backbone_kwargs'].get('channels', 'default')} "
+        f"{size}x{size}, batch {args.batch_size} (x2 views), {device.type}, {torch.get_num_threads()} threads; "
+        f"encoder {encoder_params / 1e6:.2f}M params, SAIB {generator_params / 1e3:.1f}k params"
+    )
+    print(
+        f"[{name}] baseline (SimCLR) step: median {base_time:.3f}s  "
+        f"({', '.join(f'{t:.3f}' for t in times['baseline'])})"
+    )
     print(f"[{name}] IE-CL step:           median {iecl_time:.3f}s  ({', '.join(f'{t:.3f}' for t in times['iecl'])})")
     pair_ratios = [i / b for i, b in zip(times["iecl"], times["baseline"])]
     print(f"[{name}] per-pair ratios: {', '.join(f'{r:.2f}' for r in pair_ratios)}")
@@ -215,14 +242,22 @@ def run_preset(name, args):
         reference = base_cpu if device.type == "cpu" else base_time
         iecl_reference = statistics.median(cpu_times["iecl"]) if device.type == "cpu" else iecl_time
         unit = "CPU seconds" if device.type == "cpu" else "seconds (wall-clock, synchronized)"
-        print(f"[{name}] breakdown of the IE-CL step, {unit} (baseline step: {reference:.3f}s, IE-CL step: {iecl_reference:.3f}s):")
+        print(
+            f"[{name}] breakdown of the IE-CL step, {unit} "
+            f"(baseline step: {reference:.3f}s, IE-CL step: {iecl_reference:.3f}s):"
+        )
         for part in STEP_PARTS:
             print(f"[{name}]   {part:<40s} {parts[part]:.4f}s  ({parts[part] / reference:.2f} x baseline step)")
         total = sum(parts[part] for part in STEP_PARTS)
-        print(f"[{name}]   {'sum of the parts (no optimizer steps)':<40s} {total:.4f}s  ({total / reference:.2f} x baseline step)")
+        print(
+            f"[{name}]   {'sum of the parts (no optimizer steps)':<40s} {total:.4f}s  "
+            f"({total / reference:.2f} x baseline step)"
+        )
         monitor = parts[MONITOR]
-        print(f"[{name}]   {MONITOR:<40s} {monitor:.4f}s  ({monitor / reference:.2f} x baseline step on a logging step; "
-              f"{monitor / LOGGING_STEPS / reference:.3f} x per step at the recipe's --logging_steps {LOGGING_STEPS})")
+        print(
+            f"[{name}]   {MONITOR:<40s} {monitor:.4f}s  ({monitor / reference:.2f} x baseline step on a logging step; "
+            f"{monitor / LOGGING_STEPS / reference:.3f} x per step at the recipe's --logging_steps {LOGGING_STEPS})"
+        )
     return iecl_time / base_time
 
 

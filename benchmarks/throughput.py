@@ -31,7 +31,13 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from iecl_hf import IECLConfig, IECLForPreTraining  # noqa: E402
-from iecl_hf.data import BatchedSimCLRAugmentation, TwoViewCollator, detect_columns, load_image_dataset, make_uint8_dataset  # noqa: E402
+from iecl_hf.data import (  # noqa: E402
+    BatchedSimCLRAugmentation,
+    TwoViewCollator,
+    detect_columns,
+    load_image_dataset,
+    make_uint8_dataset,
+)
 from iecl_hf.frameworks_iecl import ProjectionHead  # noqa: E402
 from iecl_hf.modeling_iecl import build_backbone  # noqa: E402
 from iecl_hf.training.arguments import PRESETS, PretrainArguments  # noqa: E402
@@ -66,7 +72,9 @@ class Floor:
     def __init__(self, config, batch_size, device):
         self.device = device
         self.backbone = build_backbone(config).to(device)
-        self.projector = ProjectionHead(self.backbone.num_features, config.projection_hidden_dim, config.projection_dim).to(device)
+        self.projector = ProjectionHead(
+            self.backbone.num_features, config.projection_hidden_dim, config.projection_dim
+        ).to(device)
         parameters = [*self.backbone.parameters(), *self.projector.parameters()]
         self.optimizer = torch.optim.SGD(parameters, lr=0.01, momentum=0.9, weight_decay=5e-4)
         self.views = torch.rand(2 * batch_size, 3, config.image_size, config.image_size, device=device)
@@ -90,17 +98,29 @@ class Recipe:
 
     def __init__(self, config, split, batch_size, device, workers, model=True):
         columns = detect_columns(split.features)
-        loader = DataLoader(make_uint8_dataset(split, columns, config.image_size), batch_size=batch_size, shuffle=True,
-                            drop_last=True, num_workers=workers, collate_fn=TwoViewCollator(), persistent_workers=workers > 0)
+        loader = DataLoader(
+            make_uint8_dataset(split, columns, config.image_size),
+            batch_size=batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=workers,
+            collate_fn=TwoViewCollator(),
+            persistent_workers=workers > 0,
+        )
         self.batches = infinite(loader)
         self.augmentation = BatchedSimCLRAugmentation(config.image_size).to(device)
         self.device = device
         self.model = IECLForPreTraining(config).to(device) if model else None
         self.steps = 0
         if model:
-            self.optimizers = [o for o in (build_encoder_optimizer("sgd", self.model.encoder_parameters(), 0.01, 5e-4),
-                                           build_generator_optimizer(self.model.generator_parameters(), 1e-3,
-                                                                     config.saib_weight_decay)) if o]
+            self.optimizers = [
+                o
+                for o in (
+                    build_encoder_optimizer("sgd", self.model.encoder_parameters(), 0.01, 5e-4),
+                    build_generator_optimizer(self.model.generator_parameters(), 1e-3, config.saib_weight_decay),
+                )
+                if o
+            ]
 
     def step(self):
         images = next(self.batches)["images"].to(self.device, non_blocking=True)
@@ -133,13 +153,25 @@ class Lightly:
             def __getitem__(self, index):
                 return transform(split[index][columns.image].convert("RGB")), 0
 
-        loader = DataLoader(Images(), batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
-                            persistent_workers=workers > 0)
+        loader = DataLoader(
+            Images(),
+            batch_size=batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
         self.batches = infinite(loader)
-        self.backbone = build_backbone(IECLConfig(**{k: getattr(config, k) for k in ("backbone", "backbone_kwargs", "stem", "image_size")})).to(device)
-        self.head = SimCLRProjectionHead(self.backbone.num_features, config.projection_hidden_dim, config.projection_dim).to(device)
+        self.backbone = build_backbone(
+            IECLConfig(**{k: getattr(config, k) for k in ("backbone", "backbone_kwargs", "stem", "image_size")})
+        ).to(device)
+        self.head = SimCLRProjectionHead(
+            self.backbone.num_features, config.projection_hidden_dim, config.projection_dim
+        ).to(device)
         self.criterion = NTXentLoss(temperature=config.tau)
-        self.optimizer = torch.optim.SGD([*self.backbone.parameters(), *self.head.parameters()], lr=0.01, momentum=0.9, weight_decay=5e-4)
+        self.optimizer = torch.optim.SGD(
+            [*self.backbone.parameters(), *self.head.parameters()], lr=0.01, momentum=0.9, weight_decay=5e-4
+        )
         self.device = device
 
     def step(self):
@@ -168,8 +200,10 @@ def main():
     torch.manual_seed(0)
     preset = PRESETS[args.preset]
     split = load_split(args.dataset, 4096)
-    print(f"device {device}, preset {args.preset}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"{len(split)} images, {args.steps} steps x {args.repeats} interleaved repeats")
+    print(
+        f"device {device}, preset {args.preset}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"{len(split)} images, {args.steps} steps x {args.repeats} interleaved repeats"
+    )
     for batch_size in args.batch_sizes:
         builders = {
             "floor": lambda: Floor(IECLConfig(**preset), batch_size, device),
@@ -206,10 +240,16 @@ def main():
             extra = f" {peak[name]:.0f} |" if peak else ""
             print(f"| {name} | {value:.1f} | {', '.join(f'{v:.0f}' for v in rates[name])} |{extra}")
         ratio = lambda a, b: f"{median[a] / median[b]:.2f}" if a in median and b in median else "n/a"  # noqa: E731
-        print(f"ratios (speed): baseline/floor {ratio('baseline', 'floor')}, baseline/lightly {ratio('baseline', 'lightly')}, "
-              f"iecl/baseline {ratio('iecl', 'baseline')} (step time IE-CL/baseline "
-              f"{(median['baseline'] / median['iecl']) if 'iecl' in median and 'baseline' in median else float('nan'):.2f}), "
-              f"pipeline/baseline {ratio('pipeline', 'baseline')}")
+        step_ratio = (
+            (median["baseline"] / median["iecl"]) if "iecl" in median and "baseline" in median else float("nan")
+        )
+        print(
+            f"ratios (speed): baseline/floor {ratio('baseline', 'floor')}, "
+            f"baseline/lightly {ratio('baseline', 'lightly')}, "
+            f"iecl/baseline {ratio('iecl', 'baseline')} (step time IE-CL/baseline "
+            f"{step_ratio:.2f}), "
+            f"pipeline/baseline {ratio('pipeline', 'baseline')}"
+        )
     print(f"\nprocess peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

@@ -30,7 +30,9 @@ REMOVED_FIELDS = {
 
 def _check_choice(name, value, allowed):
     if value not in allowed:
-        raise ValueError(f"IECLConfig.{name}={value!r} is not supported; allowed values: {', '.join(map(repr, allowed))}.")
+        raise ValueError(
+            f"IECLConfig.{name}={value!r} is not supported; allowed values: {', '.join(map(repr, allowed))}."
+        )
 
 
 def _check_positive(name, value, allow_zero=False):
@@ -49,7 +51,8 @@ class IECLConfig(PretrainedConfig):
     maximizes the entropy of the query representations `H(Z')` while a Gaussian KL keeps them close to the anchor
     ones, and a spectral-norm penalty bounds the encoder's Lipschitz constant (entropy preservation):
 
-        L = L_base + beta_kl KL(p_phi || q) - lambda_entropy H(Z') + spectral_norm_weight L_spectral  (+ SAIB weight decay)
+        L = L_base + beta_kl KL(p_phi || q) - lambda_entropy H(Z') + spectral_norm_weight L_spectral
+            (+ SAIB weight decay)
 
     Every term can be switched off (a weight of 0, `generator_architecture="none"`, `encoder_spectral_norm=False`),
     so the paper's ablation is a set of config changes. See `docs/method.md` for the equations and their sources.
@@ -76,7 +79,8 @@ class IECLConfig(PretrainedConfig):
             MoCo: the constant momentum of the key encoder; BYOL: the start of the cosine schedule to 1.
         predictor_hidden_dim (`int`, *optional*, defaults to 512):
             BYOL: hidden size of the predictor.
-        projection_hidden_dim (`int`, *optional*, defaults to 512), projection_dim (`int`, *optional*, defaults to 128):
+        projection_hidden_dim (`int`, *optional*, defaults to 512),
+        projection_dim (`int`, *optional*, defaults to 128):
             Sizes of the 2-layer projection head `g`.
         tau (`float`, *optional*, defaults to 0.2):
             Temperature of the InfoNCE / NT-Xent loss.
@@ -148,8 +152,11 @@ class IECLConfig(PretrainedConfig):
     ):
         removed = sorted(set(kwargs) & set(REMOVED_FIELDS))
         if removed:
-            raise ValueError("IECLConfig: " + "; ".join(f"{name} was removed, use {REMOVED_FIELDS[name]}" for name in removed)
-                             + " (docs/method.md describes the current formulation).")
+            raise ValueError(
+                "IECLConfig: "
+                + "; ".join(f"{name} was removed, use {REMOVED_FIELDS[name]}" for name in removed)
+                + " (docs/method.md describes the current formulation)."
+            )
         self.backbone = backbone
         self.backbone_kwargs = dict(backbone_kwargs or {})
         self.stem = stem
@@ -197,15 +204,27 @@ class IECLConfig(PretrainedConfig):
         _check_choice("entropy_estimator", self.entropy_estimator, ENTROPY_ESTIMATORS)
         _check_choice("kl_covariance", self.kl_covariance, KL_COVARIANCES)
         if not isinstance(self.encoder_spectral_norm, bool):
-            raise ValueError(f"IECLConfig.encoder_spectral_norm must be True or False, got {self.encoder_spectral_norm!r}.")
-        for name in ("image_size", "projection_hidden_dim", "projection_dim", "moco_queue_size", "predictor_hidden_dim",
-                     "saib_patch_size", "saib_dim", "saib_expansion"):
+            raise ValueError(
+                f"IECLConfig.encoder_spectral_norm must be True or False, got {self.encoder_spectral_norm!r}."
+            )
+        for name in (
+            "image_size",
+            "projection_hidden_dim",
+            "projection_dim",
+            "moco_queue_size",
+            "predictor_hidden_dim",
+            "saib_patch_size",
+            "saib_dim",
+            "saib_expansion",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"IECLConfig.{name} must be a positive integer, got {value!r}.")
         if self.image_size % self.saib_patch_size:
-            raise ValueError(f"IECLConfig.saib_patch_size={self.saib_patch_size} must divide image_size={self.image_size} "
-                             "(SAIB cuts the image into whole patches).")
+            raise ValueError(
+                f"IECLConfig.saib_patch_size={self.saib_patch_size} must divide image_size={self.image_size} "
+                "(SAIB cuts the image into whole patches)."
+            )
         for name in ("tau", "coding_rate_epsilon", "covariance_ridge"):
             _check_positive(name, getattr(self, name))
         for name in ("lambda_entropy", "beta_kl", "saib_weight_decay", "spectral_norm_weight", "classifier_dropout"):

@@ -36,7 +36,9 @@ def gaussian_entropy(z: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
     return 0.5 * (torch.logdet(covariance) / d + math.log(2 * math.pi * math.e))
 
 
-def gaussian_kl(query: torch.Tensor, anchor: torch.Tensor, covariance: str = "diagonal", ridge: float = 1e-3) -> torch.Tensor:
+def gaussian_kl(
+    query: torch.Tensor, anchor: torch.Tensor, covariance: str = "diagonal", ridge: float = 1e-3
+) -> torch.Tensor:
     """Per-dimension KL(N_query || N_anchor) of the Gaussians fitted to two batches of L2-normalized rows.
 
     `KL = 1/2 [tr(S_a^-1 S_q) - d + log det S_a - log det S_q + (m_a - m_q)^T S_a^-1 (m_a - m_q)] / d`: an entropy

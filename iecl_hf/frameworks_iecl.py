@@ -32,7 +32,10 @@ class ProjectionHead(nn.Module):
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Linear(in_dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)
+            nn.Linear(in_dim, hidden_dim, bias=False),
+            nn.BatchNorm1d(hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, out_dim),
         )
         mark_owned(self)
 
@@ -103,7 +106,9 @@ class _MomentumHead(nn.Module):
 
     @torch.no_grad()
     def momentum_projections(self, anchor_inputs):
-        features = self.momentum_backbone.forward_head(self.momentum_backbone.forward_features(anchor_inputs), pre_logits=True)
+        features = self.momentum_backbone.forward_head(
+            self.momentum_backbone.forward_features(anchor_inputs), pre_logits=True
+        )
         return self.momentum_projector(features)
 
     @torch.no_grad()
@@ -160,7 +165,10 @@ class MoCoHead(_MomentumHead):
         queries, keys = (projections[:batch_size], projections[batch_size:]), (keys[:batch_size], keys[batch_size:])
         queue = self.queue.clone().detach()
         # This rank's queries only: a positive is the same sample's key, the negatives the (shared) queue.
-        loss = 0.5 * (infonce_with_queue(queries[0], keys[1], queue, self.tau) + infonce_with_queue(queries[1], keys[0], queue, self.tau))
+        loss = 0.5 * (
+            infonce_with_queue(queries[0], keys[1], queue, self.tau)
+            + infonce_with_queue(queries[1], keys[0], queue, self.tau)
+        )
         if self.training:
             self.enqueue(gather_with_grad(keys[0]))
         return with_global_value(loss), projections

@@ -5,14 +5,17 @@ from transformers import BitImageProcessor
 from .configuration_iecl import IECLConfig
 
 
-def build_image_processor(config: IECLConfig) -> BitImageProcessor:
-    """Evaluation preprocessing: resize the short side, centre crop to `image_size`, normalize like training.
+def resize_size_for(image_size: int) -> int:
+    """The short side images are resized to before the centre crop to `image_size`: the crop size itself for small
+    images (<= 64 px, CIFAR/STL scale), else the usual crop ratio of 0.875 (resize 256, crop 224)."""
+    return image_size if image_size <= 64 else int(round(image_size / 0.875))
 
-    Small images (<= 64 px, CIFAR/STL scale) are resized straight to the crop size; larger ones keep the usual
-    crop ratio of 0.875 (resize 256, crop 224).
-    """
+
+def build_image_processor(config: IECLConfig) -> BitImageProcessor:
+    """Evaluation preprocessing: resize the short side (`resize_size_for`), centre crop to `image_size`, normalize
+    like training."""
     size = config.image_size
-    shortest_edge = size if size <= 64 else int(round(size / 0.875))
+    shortest_edge = resize_size_for(size)
     return BitImageProcessor(
         do_resize=True,
         size={"shortest_edge": shortest_edge},

@@ -27,6 +27,8 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, tau: float, gather_distribu
     total = columns.shape[0] // 2
     logits = rows @ columns.t() / tau
     own = torch.arange(first, first + n, device=rows.device)
-    logits[torch.arange(2 * n, device=rows.device), torch.cat([own, own + total])] = float("-inf")  # not its own negative
+    logits[torch.arange(2 * n, device=rows.device), torch.cat([own, own + total])] = float(
+        "-inf"
+    )  # not its own negative
     loss = F.cross_entropy(logits, torch.cat([own + total, own]))
     return with_global_value(loss) if gather_distributed else loss

@@ -8,7 +8,10 @@ import timm
 import torch
 from torch import nn
 from transformers import PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutputWithNoAttention
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPoolingAndNoAttention,
+    ImageClassifierOutputWithNoAttention,
+)
 from transformers.utils import ModelOutput
 
 from .configuration_iecl import IECLConfig
@@ -25,7 +28,8 @@ def build_backbone(config: IECLConfig) -> nn.Module:
     if config.stem != "timm":
         if not (isinstance(getattr(backbone, "conv1", None), nn.Conv2d) and hasattr(backbone, "maxpool")):
             raise ValueError(
-                f"IECLConfig.stem={config.stem!r} needs a ResNet-style backbone with a single `conv1` and a `maxpool`; "
+                f"IECLConfig.stem={config.stem!r} needs a ResNet-style backbone "
+                "with a single `conv1` and a `maxpool`; "
                 f"{config.backbone!r} has none. Use stem='timm' for this backbone."
             )
         stride = 1 if config.stem == "cifar" else 2
@@ -98,7 +102,9 @@ class IECLModel(IECLPreTrainedModel):
         and the pipeline use); with `output_hidden_states`, `hidden_states` holds the feature map after the stem and
         after each stage (timm's `forward_intermediates`), the last one equal to `last_hidden_state`."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
         hidden_states = None
         if output_hidden_states:
             feature_map, intermediates = self.backbone.forward_intermediates(pixel_values)
@@ -108,7 +114,9 @@ class IECLModel(IECLPreTrainedModel):
         pooled = self.backbone.forward_head(feature_map, pre_logits=True)
         if not return_dict:
             return tuple(v for v in (feature_map, pooled, hidden_states) if v is not None)
-        return BaseModelOutputWithPoolingAndNoAttention(last_hidden_state=feature_map, pooler_output=pooled, hidden_states=hidden_states)
+        return BaseModelOutputWithPoolingAndNoAttention(
+            last_hidden_state=feature_map, pooler_output=pooled, hidden_states=hidden_states
+        )
 
 
 @dataclass
@@ -117,7 +125,8 @@ class IECLForPreTrainingOutput(ModelOutput):
 
     Args:
         loss: the IE-CL objective `L = L_base + beta_kl KL - lambda_entropy H(Z') + spectral_norm_weight L_spectral`.
-        base_loss: the framework's loss `L_base` (NT-Xent for SimCLR, InfoNCE with a queue for MoCo, BYOL's regression).
+        base_loss: the framework's loss `L_base` (NT-Xent for SimCLR, InfoNCE with a queue for MoCo,
+            BYOL's regression).
         entropy_query: `H(Z')`, the entropy of the query projections (nats per dimension, the configured estimator).
         entropy_anchor: the same estimator on the anchor projections (a monitor, no gradient).
         kl_loss: `KL(p_phi || q)` of the query projections to the anchor projections (nats per dimension).
@@ -157,7 +166,9 @@ class IECLForPreTraining(IECLPreTrainedModel):
             else None
         )
         self.spectral_penalty = EncoderSpectralPenalty(self.iecl.backbone) if config.encoder_spectral_norm else None
-        self.query_entropy = QueryEntropy(config.entropy_estimator, config.coding_rate_epsilon, config.covariance_ridge)
+        self.query_entropy = QueryEntropy(
+            config.entropy_estimator, config.coding_rate_epsilon, config.covariance_ridge
+        )
         self.register_buffer("image_mean", torch.tensor(config.image_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(config.image_std).view(1, 3, 1, 1), persistent=False)
         self.post_init()
@@ -201,8 +212,14 @@ class IECLForPreTraining(IECLPreTrainedModel):
         generated = self.view_generator(images)
         return generated, generated - images
 
-    def forward(self, pixel_values: torch.Tensor, pixel_values_2: torch.Tensor, output_saib_logdet: bool | None = None,
-                return_dict=None, **kwargs):
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_values_2: torch.Tensor,
+        output_saib_logdet: bool | None = None,
+        return_dict=None,
+        **kwargs,
+    ):
         """One objective for every trained parameter (encoder, heads, SAIB): one `loss.backward()` gives each the
         gradient of `loss`. The anchor side of the KL is detached (the query distribution moves toward the anchor).
         `output_saib_logdet` (default: in training mode) computes the `saib_logdet` monitor; the recipe asks for it
@@ -216,15 +233,21 @@ class IECLForPreTraining(IECLPreTrainedModel):
         encoder_inputs = self.normalize(torch.cat([pixel_values, query_view], dim=0))
         features = self.iecl(encoder_inputs).pooler_output
         # The anchor branch (MoCo's keys, BYOL's targets) sees the standard views: SAIB acts on the query branch only.
-        anchor_inputs = (self.normalize(torch.cat([pixel_values, pixel_values_2], dim=0)) if self.view_generator is not None
-                         else encoder_inputs.detach())
+        anchor_inputs = (
+            self.normalize(torch.cat([pixel_values, pixel_values_2], dim=0))
+            if self.view_generator is not None
+            else encoder_inputs.detach()
+        )
         base_loss, projections = self.head(features, anchor_inputs, batch_size)
 
         anchor = gather_with_grad(projections[:batch_size])
         query = gather_with_grad(projections[batch_size:])
         with torch.set_grad_enabled(torch.is_grad_enabled() and config.lambda_entropy > 0):
             entropy_query = self.query_entropy(query)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and config.beta_kl > 0), torch.autocast(query.device.type, enabled=False):
+        with (
+            torch.set_grad_enabled(torch.is_grad_enabled() and config.beta_kl > 0),
+            torch.autocast(query.device.type, enabled=False),
+        ):
             kl_loss = gaussian_kl(query, anchor.detach(), config.kl_covariance, config.covariance_ridge)
         with torch.no_grad():
             entropy_anchor = self.query_entropy(anchor)
@@ -268,7 +291,9 @@ class IECLForImageClassification(IECLPreTrainedModel):
         self.num_labels = config.num_labels
         self.iecl = IECLModel(config)
         self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(self.iecl.num_features, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.classifier = (
+            nn.Linear(self.iecl.num_features, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        )
         mark_owned(self.classifier)
         self.post_init()
 
@@ -284,4 +309,10 @@ class IECLForImageClassification(IECLPreTrainedModel):
         return ImageClassifierOutputWithNoAttention(loss=loss, logits=logits)
 
 
-__all__ = ["IECLPreTrainedModel", "IECLModel", "IECLForPreTraining", "IECLForImageClassification", "IECLForPreTrainingOutput"]
+__all__ = [
+    "IECLPreTrainedModel",
+    "IECLModel",
+    "IECLForPreTraining",
+    "IECLForImageClassification",
+    "IECLForPreTrainingOutput",
+]

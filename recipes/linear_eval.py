@@ -58,12 +58,27 @@ def main(argv=None) -> int:
     exit_code = 0
     if accelerator.is_main_process:
         figures, train_top1, metric = score(probe, split_features, len(splits.label_names), args, accelerator)
-        results = results_record(args, splits, split_features, image_processor, encoder.config.image_size, figures,
-                                 train_top1, metric, history, accelerator.num_processes, started)
+        results = results_record(
+            args,
+            splits,
+            split_features,
+            image_processor,
+            encoder.config.image_size,
+            figures,
+            train_top1,
+            metric,
+            history,
+            accelerator.num_processes,
+            started,
+        )
         save_outputs(results, encoder, probe, image_processor, splits, split_features, args, argv, accelerator.print)
         if args.push_to_hub:
-            exit_code = push_release(args, say=accelerator.print, commit_message="Upload IE-CL linear-eval classifier",
-                                     report_error=lambda message: print(f"error: {message}", file=sys.stderr))
+            exit_code = push_release(
+                args,
+                say=accelerator.print,
+                commit_message="Upload IE-CL linear-eval classifier",
+                report_error=lambda message: print(f"error: {message}", file=sys.stderr),
+            )
     accelerator.wait_for_everyone()
     return exit_code
 

@@ -17,19 +17,18 @@ from accelerate.utils import set_seed
 
 import iecl_hf  # noqa: F401  (registers the Auto classes)
 from iecl_hf.training.arguments import check_output_dir, hub_kwargs, parse_args, run_recipe, validate_train_args
-from iecl_hf.training.callbacks import CheckpointCallback, LoggingCallback, OnlineKnnCallback
-from iecl_hf.training.loop import TrainingLoop
 from iecl_hf.training.pretraining import (
     PretrainingStep,
     check_before_start,
     export,
     finish,
     make_accelerator,
+    make_callbacks,
+    make_loop,
     prepare_data,
     prepare_model,
     push,
     start_or_resume,
-    write_views,
 )
 from iecl_hf.training.starting_point import pretraining_config, pretraining_model
 
@@ -46,8 +45,10 @@ def main(argv=None) -> int:
     accelerator = make_accelerator(args)
     set_seed(args.seed, device_specific=False)  # the same initial weights on every process
     origin = f"config of {args.model_name_or_path}" if args.model_name_or_path else f"preset {model_values['_preset']}"
-    accelerator.print(f"IE-CL pretraining: {origin}, {accelerator.num_processes} process(es) on {accelerator.device}, "
-                      f"mixed precision {accelerator.mixed_precision}")
+    accelerator.print(
+        f"IE-CL pretraining: {origin}, {accelerator.num_processes} process(es) on {accelerator.device}, "
+        f"mixed precision {accelerator.mixed_precision}"
+    )
 
     data = prepare_data(data_args, args, config, accelerator)
     model, weights_origin = pretraining_model(config, args.model_name_or_path, **hub)
@@ -59,20 +60,9 @@ def main(argv=None) -> int:
         accelerator.init_trackers("iecl-pretrain", config={**vars(args), **vars(data_args), **config.to_diff_dict()})
 
     # Fit: the loop owns epochs, resume and the end; the callbacks log, evaluate and checkpoint.
-    state = training.state
-    logging = LoggingCallback(accelerator, logger, training.scheduler, args.logging_steps, training.max_train_steps, state.step)
-    knn = data.knn_loaders and OnlineKnnCallback(accelerator, training.unwrapped, data.knn_loaders,
-                                                 len(data.columns.label_names or []) or None, logger, args.knn_every_epochs)
-    checkpoints = CheckpointCallback(accelerator, args.output_dir, training.unwrapped, args.checkpointing_steps,
-                                     args.checkpoints_total_limit, lambda folder: write_views(training, data, args.seed, folder),
-                                     last_saved_step=state.step if checkpoint else None)
-    loop = TrainingLoop(accelerator, data.loader, state, training.max_train_steps, training.steps_per_epoch,
-                        args.gradient_accumulation_steps, data.streamed_data, [logging, *([knn] if knn else []), checkpoints])
-    train_step = PretrainingStep(training, data, accelerator, args, checkpoints.last_good)
-    accelerator.print(f"{data.num_train_images} training images, global batch {training.global_batch}, "
-                      f"{training.max_train_steps} steps, lr {training.learning_rate:g} ({args.optimizer}), model: "
-                      f"{config.backbone} stem={config.stem} {config.image_size}px, generator={config.generator_architecture}, "
-                      f"spectral norm={config.encoder_spectral_norm}")
+    callbacks = make_callbacks(training, data, args, accelerator, logger, resumed=checkpoint is not None)
+    loop = make_loop(training, data, args, accelerator, callbacks)
+    train_step = PretrainingStep(training, data, accelerator, args, callbacks.checkpoints.last_good)
     training.model.train()
     try:
         for batch in loop.micro_batches():
@@ -80,11 +70,13 @@ def main(argv=None) -> int:
             if result is not None:
                 loop.step_done(result)
     finally:  # a run that stops on an error closes its progress bar first
-        logging.close()
+        callbacks.logging.close()
 
-    final_knn, skipped = finish(training, knn, checkpoints, accelerator)
+    final_knn, skipped = finish(training, callbacks.knn, callbacks.checkpoints, accelerator)
     if accelerator.is_main_process:
-        export(training, data, args, data_args, accelerator, final_knn, skipped, initialized_from=args.model_name_or_path)
+        export(
+            training, data, args, data_args, accelerator, final_knn, skipped, initialized_from=args.model_name_or_path
+        )
     accelerator.end_training()
     return push(args, accelerator)
 

@@ -13,13 +13,15 @@ import os
 import sys
 
 from iecl_hf.hub.checkpoints import check_model_type, local_model_type
-from iecl_hf.hub.upload import DEFAULT_IGNORE_PATTERNS, PushError, push_output_folder
+from iecl_hf.hub.upload import push_release
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "README.md")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--output_dir", required=True, help="A finished output folder of recipes/pretrain.py.")
     parser.add_argument("--hub_model_id", required=True, help="Repo id, e.g. your-name/iecl-resnet18-cifar10.")
     parser.add_argument("--hub_private_repo", action="store_true", help="Create the repo as private.")
@@ -34,8 +36,10 @@ def check_output_folder(folder: str):
         raise ValueError(f"--output_dir {folder!r} is not a folder.")
     missing = [name for name in REQUIRED_FILES if not os.path.isfile(os.path.join(folder, name))]
     if missing:
-        raise ValueError(f"--output_dir {folder!r} is not a finished pretraining output: {missing} missing. "
-                         "Finish (or resume) the training first.")
+        raise ValueError(
+            f"--output_dir {folder!r} is not a finished pretraining output: {missing} missing. "
+            "Finish (or resume) the training first."
+        )
     check_model_type(local_model_type(folder), f"--output_dir {folder!r}")
 
 
@@ -46,14 +50,12 @@ def main(argv=None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    try:
-        url = push_output_folder(args.output_dir, args.hub_model_id, private=args.hub_private_repo, token=args.hub_token,
-                                 commit_message=args.commit_message, ignore_patterns=DEFAULT_IGNORE_PATTERNS)
-    except PushError as error:
-        print(str(error), file=sys.stderr)
-        return 1
-    print(f"Pushed {args.output_dir} to {url}")
-    return 0
+    return push_release(
+        args,
+        say=lambda line: print(f"{line} (from {args.output_dir})"),
+        report_error=lambda message: print(message, file=sys.stderr),
+        commit_message=args.commit_message,
+    )
 
 
 if __name__ == "__main__":

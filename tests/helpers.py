@@ -19,21 +19,35 @@ PRETRAIN = REPO / "recipes" / "pretrain.py"
 PUSH = REPO / "recipes" / "push.py"
 
 TINY_ARGS = [
-    "--backbone_kwargs", '{"channels": [8, 16, 32, 64]}',
-    "--max_train_samples", "64",
-    "--per_device_train_batch_size", "8",
-    "--knn_max_train_samples", "64",
-    "--knn_max_eval_samples", "32",
-    "--dataloader_num_workers", "0",
-    "--logging_steps", "1",
+    "--backbone_kwargs",
+    '{"channels": [8, 16, 32, 64]}',
+    "--max_train_samples",
+    "64",
+    "--per_device_train_batch_size",
+    "8",
+    "--knn_max_train_samples",
+    "64",
+    "--knn_max_eval_samples",
+    "32",
+    "--dataloader_num_workers",
+    "0",
+    "--logging_steps",
+    "1",
 ]
 
 
 def subprocess_env(**extra) -> dict:
     """Offline, one thread per process (deterministic, and fast on a busy 2-core machine)."""
     env = dict(os.environ)
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1",
-               MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONUNBUFFERED="1",
+    )
     env.update({key: str(value) for key, value in extra.items()})
     return env
 
@@ -89,7 +103,9 @@ def run_pretrain_in_process(args):
 def run_pretrain_subprocess(args, *, launcher=None, script=None, timeout=300, **env):
     """recipes/pretrain.py (or `script`, e.g. a wrapper) in a fresh Python; returns the CompletedProcess."""
     command = [sys.executable, *(launcher or []), str(script or PRETRAIN), *[str(a) for a in args]]
-    return subprocess.run(command, cwd=REPO, env=subprocess_env(**env), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        command, cwd=REPO, env=subprocess_env(**env), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def free_port() -> int:
@@ -179,7 +195,9 @@ def write_parquet_dataset(folder: Path, images: list[bytes], labels=None, split=
     features = {"image": datasets.Image()}
     if labels is not None:
         columns["label"] = labels
-        features["label"] = datasets.Value("string") if labels and isinstance(labels[0], str) else datasets.Value("int64")
+        features["label"] = (
+            datasets.Value("string") if labels and isinstance(labels[0], str) else datasets.Value("int64")
+        )
     dataset = datasets.Dataset.from_dict(columns, features=datasets.Features(features))
     dataset.to_parquet(str(folder / "data" / f"{split}.parquet"))
     return folder
@@ -202,8 +220,9 @@ def write_image_folder(folder: Path, count: int = 8, classes=None) -> Path:
 #   IECL_TEST_KILL_AT_FORWARD=N          SIGKILL inside the N-th training forward of this process (between checkpoints)
 #   IECL_TEST_KILL_WRITING_CHECKPOINT=N  SIGKILL inside `accelerator.save_state` of the step-N checkpoint, after the
 #                                        weights, optimizer and RNG files and before the run's own state is written
-#   IECL_TEST_DUMP_START=path            save the model's weights as the first training forward of this process sees them
-FAULT_WRAPPER = r'''
+#   IECL_TEST_DUMP_START=path            save the model's weights as the first training forward of this process
+#                                        sees them
+FAULT_WRAPPER = r"""
 import importlib.util, os, signal, sys
 
 import accelerate.accelerator
@@ -245,7 +264,7 @@ spec = importlib.util.spec_from_file_location("pretrain_recipe", sys.argv[1])
 recipe = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(recipe)
 sys.exit(recipe.main(sys.argv[2:]))
-'''
+"""
 
 
 def write_fault_wrapper(folder: Path) -> Path:

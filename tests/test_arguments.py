@@ -9,7 +9,7 @@ import pytest
 from helpers import run_pretrain_in_process
 
 from iecl_hf import IECLConfig
-from iecl_hf.training.arguments import ModelArguments, PRESETS, parse_args, parse_overrides, parse_value
+from iecl_hf.training.arguments import PRESETS, ModelArguments, parse_args, parse_overrides, parse_value
 
 
 def write(path, text):
@@ -44,7 +44,9 @@ def test_config_file_supplies_every_kind_of_argument(tmp_path, kind):
     assert train_args.per_device_train_batch_size == 32 and train_args.learning_rate == 0.05
     assert train_args.checkpointing_steps == "100"  # a YAML int for a str flag, as the command line would give it
     assert train_args.push_to_hub is False
-    assert model["lambda_entropy"] == 0.25 and model["generator_architecture"] is None  # "none" parses to None; IECLConfig maps it back to "none"
+    assert (
+        model["lambda_entropy"] == 0.25 and model["generator_architecture"] is None
+    )  # "none" parses to None; IECLConfig maps it back to "none"
     assert model["encoder_spectral_norm"] is False
     assert model["backbone_kwargs"] == {"channels": [8, 16, 32, 64]}
     assert model["image_mean"] == [0.5, 0.5, 0.5]
@@ -54,11 +56,23 @@ def test_config_file_supplies_every_kind_of_argument(tmp_path, kind):
 
 def test_command_line_flags_override_the_config_file(tmp_path):
     path = write(tmp_path / "args.yaml", YAML_CONFIG)
-    data_args, train_args, model = parse_args(["--config_file", path, "--per_device_train_batch_size", "16",
-                                               "--lambda_entropy", "2.0", "--dataset_name", "other/data"])
+    data_args, train_args, model = parse_args(
+        [
+            "--config_file",
+            path,
+            "--per_device_train_batch_size",
+            "16",
+            "--lambda_entropy",
+            "2.0",
+            "--dataset_name",
+            "other/data",
+        ]
+    )
     assert train_args.per_device_train_batch_size == 16
     assert model["lambda_entropy"] == 2.0
-    assert model["generator_architecture"] is None and model["encoder_spectral_norm"] is False  # not overridden: from the file
+    assert (
+        model["generator_architecture"] is None and model["encoder_spectral_norm"] is False
+    )  # not overridden: from the file
     assert data_args.dataset_name == "other/data"
     assert train_args.learning_rate == 0.05  # not overridden: from the file
 
@@ -97,9 +111,24 @@ def test_every_iecl_config_field_has_a_flag():
 
 
 def test_one_flag_per_field_over_the_preset():
-    _, _, model = parse_args(["--preset", "cifar", "--lambda_entropy", "0.5", "--encoder_spectral_norm", "false",
-                              "--generator_architecture", "saib", "--beta_kl", "0",
-                              "--backbone_kwargs", '{"channels": [8, 16, 32, 64]}', "--stem", "cifar_stride2"])
+    _, _, model = parse_args(
+        [
+            "--preset",
+            "cifar",
+            "--lambda_entropy",
+            "0.5",
+            "--encoder_spectral_norm",
+            "false",
+            "--generator_architecture",
+            "saib",
+            "--beta_kl",
+            "0",
+            "--backbone_kwargs",
+            '{"channels": [8, 16, 32, 64]}',
+            "--stem",
+            "cifar_stride2",
+        ]
+    )
     assert model["_preset"] == "cifar"
     assert model["lambda_entropy"] == 0.5 and model["encoder_spectral_norm"] is False
     assert model["generator_architecture"] == "saib" and model["beta_kl"] == 0
@@ -115,11 +144,18 @@ def test_preset_none_sets_nothing_and_auto_is_cpu_without_a_gpu():
 
 
 def test_model_config_overrides_parse_lists_dicts_bools_and_win_over_flags():
-    text = ('image_mean=[0.5, 0.5, 0.5],tau=0.1,backbone_kwargs={"channels": [1, 2, 3, 4], "drop_rate": 0.1},'
-            "framework=simclr,encoder_spectral_norm=false,saib_patch_size=2,beta_kl=1e-3,generator_architecture=none")
+    text = (
+        'image_mean=[0.5, 0.5, 0.5],tau=0.1,backbone_kwargs={"channels": [1, 2, 3, 4], "drop_rate": 0.1},'
+        "framework=simclr,encoder_spectral_norm=false,saib_patch_size=2,beta_kl=1e-3,generator_architecture=none"
+    )
     assert parse_overrides(text) == {
-        "image_mean": [0.5, 0.5, 0.5], "tau": 0.1, "backbone_kwargs": {"channels": [1, 2, 3, 4], "drop_rate": 0.1},
-        "framework": "simclr", "encoder_spectral_norm": False, "saib_patch_size": 2, "beta_kl": 0.001,
+        "image_mean": [0.5, 0.5, 0.5],
+        "tau": 0.1,
+        "backbone_kwargs": {"channels": [1, 2, 3, 4], "drop_rate": 0.1},
+        "framework": "simclr",
+        "encoder_spectral_norm": False,
+        "saib_patch_size": 2,
+        "beta_kl": 0.001,
         "generator_architecture": None,
     }
     _, _, model = parse_args(["--tau", "0.5", "--model_config_overrides", text])
@@ -127,9 +163,21 @@ def test_model_config_overrides_parse_lists_dicts_bools_and_win_over_flags():
     assert parse_overrides("") == {} and parse_overrides(None) == {}
 
 
-@pytest.mark.parametrize("text, value", [("true", True), ("False", False), ("none", None), ("3", 3), ("0.5", 0.5),
-                                         ("[1, 2]", [1, 2]), ('{"a": 1}', {"a": 1}), ("{'a': 1}", {"a": 1}),
-                                         ("simclr", "simclr"), (" cosine ", "cosine")])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("true", True),
+        ("False", False),
+        ("none", None),
+        ("3", 3),
+        ("0.5", 0.5),
+        ("[1, 2]", [1, 2]),
+        ('{"a": 1}', {"a": 1}),
+        ("{'a': 1}", {"a": 1}),
+        ("simclr", "simclr"),
+        (" cosine ", "cosine"),
+    ],
+)
 def test_parse_value(text, value):
     assert parse_value(text) == value
 
@@ -149,8 +197,14 @@ def test_parse_value(text, value):
         (["--generator_architecture", "gan"], r"IECLConfig\.generator_architecture='gan' is not supported"),
         (["--saib_patch_size", "5"], r"IECLConfig\.saib_patch_size=5 must divide image_size=32"),
         (["--beta_kl", "-1"], r"IECLConfig\.beta_kl must be >= 0"),
-        (["--model_config_overrides", "encoder_spectral_norm=1"], r"IECLConfig\.encoder_spectral_norm must be True or False"),
-        (["--model_config_overrides", "lambda_entropy=0.5,not_a_field=1"], r"\['not_a_field'\] are not IECLConfig fields"),
+        (
+            ["--model_config_overrides", "encoder_spectral_norm=1"],
+            r"IECLConfig\.encoder_spectral_norm must be True or False",
+        ),
+        (
+            ["--model_config_overrides", "lambda_entropy=0.5,not_a_field=1"],
+            r"\['not_a_field'\] are not IECLConfig fields",
+        ),
         (["--model_config_overrides", "justtext"], r"'justtext' is not NAME=VALUE"),
         (["--preset", "tiny"], r"--preset 'tiny' is not supported"),
         (["--per_device_train_batch_size", "1"], r"--per_device_train_batch_size must be >= 2"),
@@ -176,6 +230,7 @@ def test_parse_value(text, value):
 )
 def test_bad_values_fail_before_anything_runs_naming_the_field(tmp_path, argv, message):
     from iecl_hf.training import pretraining  # the recipe's stages
+
     out = tmp_path / "out"
     with mock.patch.object(pretraining, "load_image_dataset", side_effect=AssertionError("data was read")):
         with pytest.raises(ValueError, match=message):

@@ -74,7 +74,12 @@ def test_generator_architecture_none_is_the_string_none(value, expected):
 
 def test_zero_weights_are_allowed():
     config = IECLConfig(lambda_entropy=0.0, beta_kl=0, saib_weight_decay=0.0, spectral_norm_weight=0.0)
-    assert (config.lambda_entropy, config.beta_kl, config.saib_weight_decay, config.spectral_norm_weight) == (0, 0, 0, 0)
+    assert (config.lambda_entropy, config.beta_kl, config.saib_weight_decay, config.spectral_norm_weight) == (
+        0,
+        0,
+        0,
+        0,
+    )
 
 
 def test_the_baseline_is_a_config_change():
@@ -87,18 +92,42 @@ def test_defaults():
     assert (config.backbone, config.stem, config.framework, config.image_size) == ("resnet18", "cifar", "simclr", 32)
     assert config.tau == 0.2
     assert config.generator_architecture == "saib"
-    assert (config.saib_patch_size, config.saib_dim, config.saib_expansion, config.saib_weight_decay) == (4, 64, 2, 0.01)
+    assert (config.saib_patch_size, config.saib_dim, config.saib_expansion, config.saib_weight_decay) == (
+        4,
+        64,
+        2,
+        0.01,
+    )
     assert (config.lambda_entropy, config.entropy_estimator, config.coding_rate_epsilon) == (0.1, "coding_rate", 0.5)
     assert (config.beta_kl, config.kl_covariance, config.covariance_ridge) == (0.1, "diagonal", 1e-3)
     assert config.encoder_spectral_norm is True and config.spectral_norm_weight == 1.0
-    for removed in ("use_view_generator", "generator_epsilon", "lambda_gen", "lambda_pres", "entropy_reference",
-                    "representation_level", "generator_width"):
+    for removed in (
+        "use_view_generator",
+        "generator_epsilon",
+        "lambda_gen",
+        "lambda_pres",
+        "entropy_reference",
+        "representation_level",
+        "generator_width",
+    ):
         assert not hasattr(config, removed), removed
 
 
-NEW_FIELDS = ("generator_architecture", "saib_patch_size", "saib_dim", "saib_expansion", "saib_weight_decay",
-              "lambda_entropy", "entropy_estimator", "coding_rate_epsilon", "beta_kl", "kl_covariance",
-              "covariance_ridge", "encoder_spectral_norm", "spectral_norm_weight")
+NEW_FIELDS = (
+    "generator_architecture",
+    "saib_patch_size",
+    "saib_dim",
+    "saib_expansion",
+    "saib_weight_decay",
+    "lambda_entropy",
+    "entropy_estimator",
+    "coding_rate_epsilon",
+    "beta_kl",
+    "kl_covariance",
+    "covariance_ridge",
+    "encoder_spectral_norm",
+    "spectral_norm_weight",
+)
 
 
 def test_round_trip_through_save_pretrained(tmp_path):

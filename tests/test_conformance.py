@@ -31,8 +31,11 @@ def test_output_hidden_states_gives_the_stem_and_every_stage():
     "problem_type, labels, reference",
     [
         ("single_label_classification", torch.tensor([0, 2]), lambda logits, y: F.cross_entropy(logits, y)),
-        ("multi_label_classification", torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]),
-         lambda logits, y: F.binary_cross_entropy_with_logits(logits, y)),
+        (
+            "multi_label_classification",
+            torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]),
+            lambda logits, y: F.binary_cross_entropy_with_logits(logits, y),
+        ),
         (None, torch.tensor([1, 1]), lambda logits, y: F.cross_entropy(logits, y)),  # inferred from integer labels
     ],
 )
@@ -53,8 +56,17 @@ def test_regression_with_one_label():
 
 def test_card_snippet_pools_and_links_nowhere_unchecked():
     card = render_pretraining_card(
-        IECLConfig(**TINY), repo_id="you/iecl", dataset_name="uoft-cs/cifar10", num_train_images=10, steps=1, epochs=1,
-        global_batch_size=8, optimizer="sgd", learning_rate=0.1, weight_decay=0.0, lr_scheduler_type="cosine",
+        IECLConfig(**TINY),
+        repo_id="you/iecl",
+        dataset_name="uoft-cs/cifar10",
+        num_train_images=10,
+        steps=1,
+        epochs=1,
+        global_batch_size=8,
+        optimizer="sgd",
+        learning_rate=0.1,
+        weight_decay=0.0,
+        lr_scheduler_type="cosine",
         final_figures={"loss": 1.0},
     )
     text = str(card)

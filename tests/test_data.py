@@ -58,16 +58,20 @@ def test_collator_skips_and_counts_undecodable_examples():
 def mixed_dataset():
     images = list(corrupt_images().values()) + list(awkward_images().values())
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
-    return datasets.Dataset.from_dict({"image": [{"bytes": b, "path": None} for b in images],
-                                       "label": [i % 2 for i in range(len(images))]}, features=features), len(corrupt_images())
+    return datasets.Dataset.from_dict(
+        {"image": [{"bytes": b, "path": None} for b in images], "label": [i % 2 for i in range(len(images))]},
+        features=features,
+    ), len(corrupt_images())
 
 
 def test_training_datasets_decode_lazily_and_mark_bad_images():
     dataset, corrupt = mixed_dataset()
     columns = detect_columns(dataset.features)
-    for data, key, shape in ((make_uint8_dataset(dataset, columns, 32), "images", (3, 32, 32)),
-                             (make_two_view_dataset(dataset, columns, SimCLRAugmentation(32)), "pixel_values_2", (3, 32, 32)),
-                             (make_eval_dataset(dataset, columns, 96), "pixel_values", (3, 96, 96))):
+    for data, key, shape in (
+        (make_uint8_dataset(dataset, columns, 32), "images", (3, 32, 32)),
+        (make_two_view_dataset(dataset, columns, SimCLRAugmentation(32)), "pixel_values_2", (3, 32, 32)),
+        (make_eval_dataset(dataset, columns, 96), "pixel_values", (3, 96, 96)),
+    ):
         examples = [data[i]["example"] for i in range(len(data))]
         assert sum(e is None for e in examples) == corrupt
         for example in (e for e in examples if e is not None):
@@ -96,7 +100,11 @@ def features(**columns):
 
 def test_columns_are_detected():
     cifar10 = features(img=datasets.Image(), label=datasets.ClassLabel(names=["a", "b"]))
-    cifar100 = features(img=datasets.Image(), fine_label=datasets.ClassLabel(names=["a"]), coarse_label=datasets.ClassLabel(names=["b"]))
+    cifar100 = features(
+        img=datasets.Image(),
+        fine_label=datasets.ClassLabel(names=["a"]),
+        coarse_label=datasets.ClassLabel(names=["b"]),
+    )
     columns = detect_columns(cifar10)
     assert (columns.image, columns.label, columns.label_names) == ("img", "label", ["a", "b"])
     assert detect_columns(cifar100).label == "fine_label"
@@ -134,12 +142,16 @@ def test_local_image_folder_parquet_and_saved_dataset_load_offline(tmp_path):
     columns = detect_columns(loaded["train"].features)
     assert len(loaded["train"]) == 6 and columns.label_names == ["cat", "dog"]
 
-    parquet = write_parquet_dataset(tmp_path / "parquet", [encode(random_rgb(seed=i), "PNG") for i in range(5)], labels=[0, 1, 0, 1, 0])
+    parquet = write_parquet_dataset(
+        tmp_path / "parquet", [encode(random_rgb(seed=i), "PNG") for i in range(5)], labels=[0, 1, 0, 1, 0]
+    )
     for path in (parquet, parquet / "data" / "train.parquet"):
         loaded = load_image_dataset(str(path), cache_dir=str(tmp_path / "cache"))
         assert len(loaded["train"]) == 5 and detect_columns(loaded["train"].features).label == "label"
 
-    loaded["train"].cast_column("image", datasets.Image()).train_test_split(test_size=2, seed=0).save_to_disk(str(tmp_path / "saved"))
+    loaded["train"].cast_column("image", datasets.Image()).train_test_split(test_size=2, seed=0).save_to_disk(
+        str(tmp_path / "saved")
+    )
     loaded = load_image_dataset(str(tmp_path / "saved"))
     assert {name: len(split) for name, split in loaded.items()} == {"train": 3, "test": 2}
 
@@ -185,7 +197,12 @@ def test_training_state_round_trip_and_log_truncation_on_resume(tmp_path):
     assert vars(restored) == vars(state)
 
     logger = JsonlLogger(str(tmp_path / "logs" / "log.jsonl"))
-    for record in ({"step": 3, "epoch": 0}, {"step": 4, "epoch": 0}, {"step": 4, "epoch": 1, "knn_top1": 0.5}, {"step": 5, "epoch": 1}):
+    for record in (
+        {"step": 3, "epoch": 0},
+        {"step": 4, "epoch": 0},
+        {"step": 4, "epoch": 1, "knn_top1": 0.5},
+        {"step": 5, "epoch": 1},
+    ):
         logger.log(record)
     with open(logger.path, "a") as handle:
         handle.write('{"step": 6, "ep')  # cut short by a kill

@@ -32,8 +32,15 @@ CASES = {
 def build_case(name):
     # Weights that are not the defaults: a swapped or missing weight shows.
     weights = dict(lambda_entropy=0.7, beta_kl=0.3, spectral_norm_weight=2.0)
-    config = IECLConfig(backbone_kwargs={"channels": [16, 32, 64, 128]}, stem="cifar_stride2", image_size=SIZE, saib_dim=8,
-                        projection_hidden_dim=64, projection_dim=32, **{**weights, **CASES[name]})
+    config = IECLConfig(
+        backbone_kwargs={"channels": [16, 32, 64, 128]},
+        stem="cifar_stride2",
+        image_size=SIZE,
+        saib_dim=8,
+        projection_hidden_dim=64,
+        projection_dim=32,
+        **{**weights, **CASES[name]},
+    )
     torch.manual_seed(0)
     model = IECLForPreTraining(config)
     with torch.no_grad():
@@ -110,14 +117,20 @@ def test_two_processes_equal_one_process(case, two_process_results):
         values, grads = results[case]
         assert values.keys() == single_values.keys()
         for key, value in single_values.items():
-            torch.testing.assert_close(values[key], value, atol=1e-5, rtol=1e-5, msg=lambda m: f"rank {rank}, {key}: {m}")
+            torch.testing.assert_close(
+                values[key], value, atol=1e-5, rtol=1e-5, msg=lambda m: f"rank {rank}, {key}: {m}"
+            )
         assert grads.keys() == single_grads.keys()
         assert len(grads) == len([p for p in model.parameters() if p.requires_grad])  # SAIB included
         for name, grad in grads.items():
             expected = single_grads[name]
             scale = expected.abs().max().item()
             torch.testing.assert_close(
-                grad, expected, atol=1e-5 * max(scale, 1e-3), rtol=1e-4, msg=lambda m: f"rank {rank}, grad of {name}: {m}"
+                grad,
+                expected,
+                atol=1e-5 * max(scale, 1e-3),
+                rtol=1e-4,
+                msg=lambda m: f"rank {rank}, grad of {name}: {m}",
             )
 
 

@@ -23,7 +23,9 @@ def coding_rate_reference(u, epsilon):
     b, d = len(z), len(z[0])
     scale = d / (b * epsilon**2)
     cov = [[sum(z[k][i] * z[k][j] for k in range(b)) for j in range(d)] for i in range(d)]
-    matrix = torch.tensor([[float(i == j) + scale * cov[i][j] for j in range(d)] for i in range(d)], dtype=torch.float64)
+    matrix = torch.tensor(
+        [[float(i == j) + scale * cov[i][j] for j in range(d)] for i in range(d)], dtype=torch.float64
+    )
     chol = torch.linalg.cholesky(matrix)  # logdet of an SPD matrix: 2 sum log diag of its Cholesky factor
     return 0.5 * 2 * sum(math.log(float(chol[i, i])) for i in range(d)) / d
 
@@ -113,8 +115,13 @@ def test_gaussian_entropy_matches_the_closed_form_of_a_known_gaussian():
     g = torch.Generator().manual_seed(0)
     batch, d, c, ridge = 20_000, 8, 1000.0, 1e-9
     s = torch.linspace(0.5, 2.0, d - 1, dtype=torch.float64)
-    rows = torch.cat([torch.full((batch, 1), c, dtype=torch.float64),
-                      torch.randn(batch, d - 1, generator=g, dtype=torch.float64) * s], dim=1)
+    rows = torch.cat(
+        [
+            torch.full((batch, 1), c, dtype=torch.float64),
+            torch.randn(batch, d - 1, generator=g, dtype=torch.float64) * s,
+        ],
+        dim=1,
+    )
     variances = torch.cat([torch.zeros(1, dtype=torch.float64), s**2 / c**2])
     expected = 0.5 * torch.log(2 * math.pi * math.e * (variances + ridge)).mean().item()
     assert gaussian_entropy(rows, ridge).item() == pytest.approx(expected, abs=5e-3)
@@ -170,18 +177,28 @@ def test_full_kl_equals_torch_distributions(batch, ridge):
     torch.manual_seed(7)
     d = 10
     query, anchor = torch.randn(batch, d) + 0.3, torch.randn(batch, d)
-    expected = torch.distributions.kl_divergence(fitted_gaussian(query, ridge), fitted_gaussian(anchor, ridge)).item() / d
+    expected = (
+        torch.distributions.kl_divergence(fitted_gaussian(query, ridge), fitted_gaussian(anchor, ridge)).item() / d
+    )
     assert gaussian_kl(query, anchor, "full", ridge).item() == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
 def test_kl_is_not_symmetric_and_full_differs_from_diagonal_on_correlated_data():
     torch.manual_seed(8)
     base = torch.randn(64, 1)
-    correlated = torch.cat([base, base + 0.1 * torch.randn(64, 1), torch.randn(64, 4)], dim=1)  # two dims move together
+    correlated = torch.cat(
+        [base, base + 0.1 * torch.randn(64, 1), torch.randn(64, 4)], dim=1
+    )  # two dims move together
     independent = torch.randn(64, 6)
     forward, backward = gaussian_kl(correlated, independent, "full"), gaussian_kl(independent, correlated, "full")
     assert abs(forward.item() - backward.item()) > 1e-3
-    assert abs(gaussian_kl(independent, correlated, "full").item() - gaussian_kl(independent, correlated, "diagonal").item()) > 1e-2
+    assert (
+        abs(
+            gaussian_kl(independent, correlated, "full").item()
+            - gaussian_kl(independent, correlated, "diagonal").item()
+        )
+        > 1e-2
+    )
 
 
 # ------------------------------------------------------------------------------------------------ gradients, dtype

@@ -2,7 +2,6 @@
 and resume restoring the queue and the momentum target exactly."""
 
 import shutil
-from pathlib import Path
 
 import pytest
 from helpers import REPO, TINY_ARGS, max_abs_difference, run_pretrain_in_process
@@ -19,8 +18,17 @@ CELLS = {
     "preservation": ("none", False, False, True),
     "full": ("saib", True, True, True),
 }
-IECL_FIELDS = ("generator_architecture", "lambda_entropy", "beta_kl", "encoder_spectral_norm", "spectral_norm_weight",
-               "entropy_estimator", "kl_covariance", "saib_patch_size", "saib_dim")
+IECL_FIELDS = (
+    "generator_architecture",
+    "lambda_entropy",
+    "beta_kl",
+    "encoder_spectral_norm",
+    "spectral_norm_weight",
+    "entropy_estimator",
+    "kl_covariance",
+    "saib_patch_size",
+    "saib_dim",
+)
 
 
 def test_the_grid_has_every_cell():
@@ -34,13 +42,26 @@ def test_each_cell_is_a_config_change(path):
     values.pop("_preset")
     config = IECLConfig(**values)
     assert config.framework == framework
-    assert (config.generator_architecture, config.lambda_entropy > 0, config.beta_kl > 0,
-            config.encoder_spectral_norm) == CELLS[cell]
+    assert (
+        config.generator_architecture,
+        config.lambda_entropy > 0,
+        config.beta_kl > 0,
+        config.encoder_spectral_norm,
+    ) == CELLS[cell]
     if cell == "full":  # full IE-CL is the package default
         assert all(getattr(config, name) == getattr(IECLConfig(), name) for name in IECL_FIELDS)
     # The cell is what the model builds: SAIB and the spectral penalty exist exactly when the cell switches them on.
-    tiny = IECLConfig(**{**values, "backbone_kwargs": {"channels": [8, 16, 32, 64]}, "projection_hidden_dim": 16,
-                         "projection_dim": 8, "predictor_hidden_dim": 8, "moco_queue_size": 8, "saib_dim": 4})
+    tiny = IECLConfig(
+        **{
+            **values,
+            "backbone_kwargs": {"channels": [8, 16, 32, 64]},
+            "projection_hidden_dim": 16,
+            "projection_dim": 8,
+            "predictor_hidden_dim": 8,
+            "moco_queue_size": 8,
+            "saib_dim": 4,
+        }
+    )
     model = IECLForPreTraining(tiny)
     assert (model.view_generator is not None) == (CELLS[cell][0] == "saib")
     assert (model.spectral_penalty is not None) == CELLS[cell][3]
@@ -49,17 +70,34 @@ def test_each_cell_is_a_config_change(path):
 @pytest.mark.slow
 @pytest.mark.parametrize("framework", ["moco", "byol"])
 def test_resume_restores_queue_and_target_exactly(framework, tmp_path):
-    args = [*TINY_ARGS, "--max_train_samples", 32, "--max_train_steps", 4, "--checkpointing_steps", 2,
-            "--checkpoints_total_limit", 0, "--knn_every_epochs", 0,
-            "--model_config_overrides", f"framework={framework},moco_queue_size=24"]
+    args = [
+        *TINY_ARGS,
+        "--max_train_samples",
+        32,
+        "--max_train_steps",
+        4,
+        "--checkpointing_steps",
+        2,
+        "--checkpoints_total_limit",
+        0,
+        "--knn_every_epochs",
+        0,
+        "--model_config_overrides",
+        f"framework={framework},moco_queue_size=24",
+    ]
     reference = tmp_path / "reference"
     assert run_pretrain_in_process([*args, "--output_dir", reference]) == 0
 
     resumed = tmp_path / "resumed"
     shutil.copytree(reference / "checkpoints" / "step_2", tmp_path / "step_2")
-    assert run_pretrain_in_process([*args, "--output_dir", resumed, "--resume_from_checkpoint", tmp_path / "step_2"]) == 0
+    assert (
+        run_pretrain_in_process([*args, "--output_dir", resumed, "--resume_from_checkpoint", tmp_path / "step_2"]) == 0
+    )
 
-    final_reference, final_resumed = load_file(str(reference / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    final_reference, final_resumed = (
+        load_file(str(reference / "model.safetensors")),
+        load_file(str(resumed / "model.safetensors")),
+    )
     state_keys = [k for k in final_reference if k.startswith("head.momentum") or k.startswith("head.queue")]
     assert state_keys  # the framework state is part of what is compared
     step_2 = load_file(str(tmp_path / "step_2" / "model.safetensors"))
@@ -75,8 +113,24 @@ def test_framework_output_loads_as_the_encoder(framework, tmp_path):
     import sys
 
     out = tmp_path / "out"
-    assert run_pretrain_in_process([*TINY_ARGS, "--max_train_steps", 2, "--knn_every_epochs", 0, "--output_dir", out,
-                                    "--framework", framework, "--moco_queue_size", 16]) == 0
+    assert (
+        run_pretrain_in_process(
+            [
+                *TINY_ARGS,
+                "--max_train_steps",
+                2,
+                "--knn_every_epochs",
+                0,
+                "--output_dir",
+                out,
+                "--framework",
+                framework,
+                "--moco_queue_size",
+                16,
+            ]
+        )
+        == 0
+    )
     code = (
         "import sys; sys.modules['iecl_hf'] = None\n"
         "from transformers import AutoModel\n"
@@ -85,8 +139,14 @@ def test_framework_output_loads_as_the_encoder(framework, tmp_path):
         "assert not any(k.startswith('head') for k in m.state_dict())\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_MODULES_CACHE": str(tmp_path / "modules")})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_MODULES_CACHE": str(tmp_path / "modules")},
+    )
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
 
 
@@ -96,5 +156,7 @@ def test_channels_last_trains_the_same_model(tmp_path):
     args = [*TINY_ARGS, "--max_train_samples", 32, "--max_train_steps", 1, "--knn_every_epochs", 0]
     assert run_pretrain_in_process([*args, "--output_dir", tmp_path / "contiguous"]) == 0
     assert run_pretrain_in_process([*args, "--output_dir", tmp_path / "channels_last", "--channels_last"]) == 0
-    difference = max_abs_difference(tmp_path / "contiguous" / "model.safetensors", tmp_path / "channels_last" / "model.safetensors")
+    difference = max_abs_difference(
+        tmp_path / "contiguous" / "model.safetensors", tmp_path / "channels_last" / "model.safetensors"
+    )
     assert difference < 1e-4

@@ -66,16 +66,26 @@ def reference_objective(model, pixel_values, pixel_values_2):
     if config.framework == "simclr":
         torch.testing.assert_close(base_loss, nt_xent_loss(projections[:BATCH], projections[BATCH:], config.tau))
     anchor, query = projections[:BATCH], projections[BATCH:]
-    entropy = coding_rate(query, config.coding_rate_epsilon) if config.entropy_estimator == "coding_rate" else gaussian_entropy(
-        query, config.covariance_ridge)
+    entropy = (
+        coding_rate(query, config.coding_rate_epsilon)
+        if config.entropy_estimator == "coding_rate"
+        else gaussian_entropy(query, config.covariance_ridge)
+    )
     kl = gaussian_kl(query, anchor.detach(), config.kl_covariance, config.covariance_ridge)
     objective = base_loss + config.beta_kl * kl - config.lambda_entropy * entropy
     penalty = torch.zeros(())
     if model.spectral_penalty is not None:
         # sigma_l = u^T W v with the power-iteration vectors of this step (the model's forward updated them).
         layers = [m for m in backbone.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-        sigmas = torch.stack([torch.dot(getattr(model.spectral_penalty, f"u{i}"), m.weight.flatten(1) @ getattr(model.spectral_penalty, f"v{i}"))
-                              for i, m in enumerate(layers)])
+        sigmas = torch.stack(
+            [
+                torch.dot(
+                    getattr(model.spectral_penalty, f"u{i}"),
+                    m.weight.flatten(1) @ getattr(model.spectral_penalty, f"v{i}"),
+                )
+                for i, m in enumerate(layers)
+            ]
+        )
         penalty = F.relu(sigmas - 1).pow(2).mean()
         objective = objective + config.spectral_norm_weight * penalty
     return objective, {"base_loss": base_loss, "entropy_query": entropy, "kl_loss": kl, "spectral_penalty": penalty}
@@ -86,7 +96,9 @@ def assert_grads_equal(actual, expected, what):
     assert scale > 0, f"{what}: the reference gradient is zero, the test would prove nothing"
     for index, (grad, expected_grad) in enumerate(zip(actual, expected)):
         assert grad is not None, f"{what}: parameter {index} got no gradient"
-        torch.testing.assert_close(grad, expected_grad, atol=1e-5 * scale, rtol=1e-4, msg=lambda m: f"{what}[{index}]: {m}")
+        torch.testing.assert_close(
+            grad, expected_grad, atol=1e-5 * scale, rtol=1e-4, msg=lambda m: f"{what}[{index}]: {m}"
+        )
 
 
 def max_difference(first, second):
@@ -95,7 +107,12 @@ def max_difference(first, second):
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, dict(entropy_estimator="gaussian", kl_covariance="full"), dict(framework="moco", moco_queue_size=64), dict(framework="byol")],
+    [
+        {},
+        dict(entropy_estimator="gaussian", kl_covariance="full"),
+        dict(framework="moco", moco_queue_size=64),
+        dict(framework="byol"),
+    ],
     ids=["simclr-defaults", "gaussian-full-kl", "moco", "byol"],
 )
 def test_one_backward_gives_the_gradient_of_the_objective(overrides):
@@ -122,7 +139,9 @@ def test_one_backward_gives_the_gradient_of_the_objective(overrides):
     objective, terms = reference_objective(model, pixel_values, pixel_values_2)
     torch.testing.assert_close(output.loss, objective.detach(), atol=1e-5, rtol=1e-5)
     for name, value in terms.items():
-        torch.testing.assert_close(getattr(output, name), value.detach(), atol=1e-6, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(
+            getattr(output, name), value.detach(), atol=1e-6, rtol=1e-5, msg=lambda m: f"{name}: {m}"
+        )
     expected = torch.autograd.grad(objective, trained, retain_graph=True)
     assert_grads_equal(grads, expected, "all trained parameters")
 
@@ -130,13 +149,18 @@ def test_one_backward_gives_the_gradient_of_the_objective(overrides):
     assert terms["spectral_penalty"] > 0
     scale = max(g.abs().max().item() for g in expected)
     config = model.config
-    for name, weight in (("entropy_query", -config.lambda_entropy), ("kl_loss", config.beta_kl),
-                         ("spectral_penalty", config.spectral_norm_weight)):
+    for name, weight in (
+        ("entropy_query", -config.lambda_entropy),
+        ("kl_loss", config.beta_kl),
+        ("spectral_penalty", config.spectral_norm_weight),
+    ):
         without = torch.autograd.grad(objective - weight * terms[name], trained, retain_graph=True)
         assert max_difference(without, expected) > 1e-4 * scale, f"dropping {name} does not change the gradient"
     saib_index = [i for i, p in enumerate(trained) if any(p is q for q in saib)]
     for name, weight in (("entropy_query", -config.lambda_entropy), ("kl_loss", config.beta_kl)):
-        without = torch.autograd.grad(objective - weight * terms[name], [trained[i] for i in saib_index], retain_graph=True)
+        without = torch.autograd.grad(
+            objective - weight * terms[name], [trained[i] for i in saib_index], retain_graph=True
+        )
         assert max_difference(without, [expected[i] for i in saib_index]) > 0, f"{name} does not reach SAIB"
 
 
@@ -151,7 +175,9 @@ def test_baseline_is_the_plain_framework():
     # Exactly the plain SimCLR gradient: the entropy and KL are monitored, not trained on.
     model_input = (torch.cat([pixel_values, pixel_values_2]) - model.image_mean) / model.image_std
     projections = model.head.projector(model.iecl(model_input).pooler_output)
-    expected = torch.autograd.grad(nt_xent_loss(projections[:BATCH], projections[BATCH:], model.config.tau), model.encoder_parameters())
+    expected = torch.autograd.grad(
+        nt_xent_loss(projections[:BATCH], projections[BATCH:], model.config.tau), model.encoder_parameters()
+    )
     assert_grads_equal(grads, expected, "plain SimCLR")
 
 
@@ -160,8 +186,11 @@ def test_power_iteration_finds_the_spectral_norm():
     backbone = model.iecl.backbone
     for _ in range(100):
         _, largest = model.spectral_penalty(backbone, update=True)
-    exact = max(torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2).item()
-                for m in backbone.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    exact = max(
+        torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2).item()
+        for m in backbone.modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    )
     assert largest.item() == pytest.approx(exact, rel=1e-3)
 
 

@@ -14,8 +14,16 @@ from iecl_hf import IECLConfig, IECLForImageClassification, IECLForPreTraining, 
 
 SIZE = 16
 # Every file the modeling code imports, copied flat beside the weights for trust_remote_code.
-REMOTE_CODE_FILES = {"configuration_iecl.py", "modeling_iecl.py", "distributed_iecl.py", "entropy_iecl.py",
-                     "frameworks_iecl.py", "losses_iecl.py", "saib_iecl.py", "spectral_iecl.py"}
+REMOTE_CODE_FILES = {
+    "configuration_iecl.py",
+    "modeling_iecl.py",
+    "distributed_iecl.py",
+    "entropy_iecl.py",
+    "frameworks_iecl.py",
+    "losses_iecl.py",
+    "saib_iecl.py",
+    "spectral_iecl.py",
+}
 
 FRESH_PROCESS = textwrap.dedent(
     """
@@ -68,7 +76,9 @@ def checkpoint(tmp_path_factory):
     """A pretraining checkpoint (SAIB and the encoder's spectral-norm penalty on, the defaults) with non-trivial
     weights, BatchNorm statistics and power-iteration vectors, plus its image processor."""
     directory = tmp_path_factory.mktemp("hub")
-    config = IECLConfig(backbone_kwargs={"channels": [16, 32, 64, 128]}, stem="cifar_stride2", image_size=SIZE, saib_dim=8)
+    config = IECLConfig(
+        backbone_kwargs={"channels": [16, 32, 64, 128]}, stem="cifar_stride2", image_size=SIZE, saib_dim=8
+    )
     torch.manual_seed(0)
     model = IECLForPreTraining(config)
     with torch.no_grad():
@@ -104,7 +114,11 @@ def fresh_process_report(checkpoint):
     )
     result = subprocess.run(
         [sys.executable, "-c", FRESH_PROCESS, str(directory / "checkpoint")],
-        cwd=directory, env=env, capture_output=True, text=True, timeout=300,
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads((directory / "report.json").read_text())
@@ -120,7 +134,9 @@ def test_checkpoint_files(checkpoint):
     assert "preprocessor_config.json" in names
     weights = load_file(directory / "model.safetensors")
     # The whole pretraining model is saved (the encoder loads its part and ignores the rest).
-    assert any(key.startswith("view_generator.") for key in weights) and any(key.startswith("head.projector.") for key in weights)
+    assert any(key.startswith("view_generator.") for key in weights) and any(
+        key.startswith("head.projector.") for key in weights
+    )
     assert "view_generator.restore.weight" in weights
 
 

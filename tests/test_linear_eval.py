@@ -90,8 +90,16 @@ def cached(out, split):
 
 def test_writes_all_outputs(evaluation):
     out, results, stdout = evaluation
-    for name in ("eval_results.json", "config.json", "model.safetensors", "preprocessor_config.json", "modeling_iecl.py",
-                 "configuration_iecl.py", "README.md", "features_2d.png"):
+    for name in (
+        "eval_results.json",
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "modeling_iecl.py",
+        "configuration_iecl.py",
+        "README.md",
+        "features_2d.png",
+    ):
         assert (out / name).is_file(), name
     with Image.open(out / "features_2d.png") as picture:
         assert picture.format == "PNG" and picture.width > 300
@@ -112,16 +120,29 @@ def test_results_are_consistent_with_the_cached_features(evaluation, checkpoint)
     assert (dataset["num_train"], dataset["num_test"], dataset["num_classes"]) == (400, 150, 10)
     assert dataset["label_names"] == DIGITS and dataset["test_split"] == "test"
     assert results["seed"] == 0 and results["checkpoint"] == str(checkpoint) and results["random_init"] is False
-    assert results["encoder_fingerprint"] == encoder_fingerprint(IECLModel.from_pretrained(checkpoint))  # the checkpoint's weights
-    assert results["protocol"]["linear_probe"] == {"loss": "cross-entropy", "optimizer": "sgd", "learning_rate": 0.1, "weight_decay": 0.0,
-                                                  "schedule": "cosine", "epochs": 30, "batch_size": 256, "standardize": True, "augment": False}
+    assert results["encoder_fingerprint"] == encoder_fingerprint(
+        IECLModel.from_pretrained(checkpoint)
+    )  # the checkpoint's weights
+    assert results["protocol"]["linear_probe"] == {
+        "loss": "cross-entropy",
+        "optimizer": "sgd",
+        "learning_rate": 0.1,
+        "weight_decay": 0.0,
+        "schedule": "cosine",
+        "epochs": 30,
+        "batch_size": 256,
+        "standardize": True,
+        "augment": False,
+    }
     # Offline, evaluate cannot load its metric: one notice line, our own numbers.
     assert results["metrics_source"] == "builtin"
     assert sum("notice: evaluate.load('accuracy') is unavailable" in line for line in stdout.splitlines()) == 1
     train, test = cached(out, "train"), cached(out, "test")
     assert train["features"].shape == (400, 128) and test["features"].shape == (150, 128)
     for k in (20, 200):
-        expected = knn_accuracy(train["features"], train["labels"], test["features"], test["labels"], num_classes=10, k=k)
+        expected = knn_accuracy(
+            train["features"], train["labels"], test["features"], test["labels"], num_classes=10, k=k
+        )
         assert figures[f"knn_k{k}_top1"] == pytest.approx(expected)
 
 
@@ -158,9 +179,13 @@ def test_processor_preprocessing_agrees_with_eval_transform():
     # Also images that need a resize and a crop (the online kNN of pretraining uses eval_transform on any dataset);
     # sizes whose resized side is a whole number (rounding of other sizes may shift the crop by one pixel).
     rng = np.random.RandomState(0)
-    images += [Image.fromarray((rng.rand(h, w, 3) * 255).astype(np.uint8)) for h, w in ((80, 100), (64, 200), (96, 48))]
+    images += [
+        Image.fromarray((rng.rand(h, w, 3) * 255).astype(np.uint8)) for h, w in ((80, 100), (64, 200), (96, 48))
+    ]
     for image in images:
-        torch.testing.assert_close(ProcessorTransform(processor)(image), (eval_transform(32)(image) - mean) / std, rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            ProcessorTransform(processor)(image), (eval_transform(32)(image) - mean) / std, rtol=0, atol=1e-5
+        )
 
 
 def test_pipeline_labels_an_image_with_a_class_name(evaluation):
@@ -191,7 +216,9 @@ def test_pipeline_works_from_the_saved_code_without_the_package(evaluation, tmp_
         f"print('LABEL', classifier({str(image_path)!r})[0]['label'])\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split("LABEL ")[1].strip() in DIGITS
 
@@ -199,7 +226,9 @@ def test_pipeline_works_from_the_saved_code_without_the_package(evaluation, tmp_
 def test_folded_head_equals_head_on_standardized_features():
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(300, 12, generator=generator) * torch.linspace(0.1, 20, 12) + torch.linspace(-5, 5, 12)
-    labels = (features[:, 0] / 0.1 + features[:, 5] > 0).long() + 2 * (features[:, 11] > features[:, 11].median()).long()
+    labels = (features[:, 0] / 0.1 + features[:, 5] > 0).long() + 2 * (
+        features[:, 11] > features[:, 11].median()
+    ).long()
     mean, std = feature_statistics(features)
     probe = LinearProbe(12, 4, mean, std)
     fit_linear_probe(probe, feature_batches(features, labels, 64), epochs=20, steps_per_epoch=5)
@@ -221,7 +250,8 @@ def test_evaluate_path_agrees_with_the_offline_fallback(recipe, evaluation, chec
         "import datasets\nimport evaluate\nfrom sklearn.metrics import accuracy_score\n\n\n"
         "class LocalAccuracy(evaluate.Metric):\n"
         "    def _info(self):\n"
-        "        return evaluate.MetricInfo(description='accuracy', citation='', inputs_description='', features=datasets.Features(\n"
+        "        return evaluate.MetricInfo(description='accuracy', citation='', inputs_description='', "
+        "features=datasets.Features(\n"
         "            {'predictions': datasets.Value('int32'), 'references': datasets.Value('int32')}))\n\n"
         "    def _compute(self, predictions, references):\n"
         "        return {'accuracy': float(accuracy_score(references, predictions))}\n"
@@ -238,7 +268,9 @@ def test_evaluate_path_agrees_with_the_offline_fallback(recipe, evaluation, chec
     builtin = AccuracyMetric(load=False)
     generator = torch.Generator().manual_seed(0)
     scores, references = torch.randn(97, 10, generator=generator), torch.randint(0, 10, (97,), generator=generator)
-    assert through_evaluate.accuracy(scores.argmax(1), references) == pytest.approx(builtin.accuracy(scores.argmax(1), references))
+    assert through_evaluate.accuracy(scores.argmax(1), references) == pytest.approx(
+        builtin.accuracy(scores.argmax(1), references)
+    )
     for k in (1, 3, 5):
         expected = (scores.topk(k, 1).indices == references[:, None]).any(1).float().mean().item()
         assert through_evaluate.top_k_accuracy(scores, references, k) == pytest.approx(expected)
@@ -254,8 +286,22 @@ def test_evaluate_path_agrees_with_the_offline_fallback(recipe, evaluation, chec
 
 
 def test_random_init_floor(recipe, evaluation, checkpoint, tmp_path):
-    code, stdout = run(recipe, "--model_name_or_path", checkpoint, "--random_init", "--output_dir", tmp_path / "floor",
-                       "--max_train_samples", "200", "--max_test_samples", "100", "--num_epochs", "10", "--embedding_2d", "pca")
+    code, stdout = run(
+        recipe,
+        "--model_name_or_path",
+        checkpoint,
+        "--random_init",
+        "--output_dir",
+        tmp_path / "floor",
+        "--max_train_samples",
+        "200",
+        "--max_test_samples",
+        "100",
+        "--num_epochs",
+        "10",
+        "--embedding_2d",
+        "pca",
+    )
     results = json.loads((tmp_path / "floor" / "eval_results.json").read_text())
     assert code == 0 and results["random_init"] is True and "(random-init floor)" in stdout
     assert results["encoder_fingerprint"] != evaluation[1]["encoder_fingerprint"]  # not the checkpoint's weights
@@ -265,9 +311,15 @@ def test_random_init_floor(recipe, evaluation, checkpoint, tmp_path):
 
 def test_augment_mode_trains_on_crops_through_the_frozen_encoder(recipe, evaluation, checkpoint, tmp_path):
     out = copy_cache(evaluation, tmp_path / "out")
-    code, _ = run(recipe, "--model_name_or_path", checkpoint, "--output_dir", out, *SMALL_RUN, "--augment", "--num_epochs", "1")
+    code, _ = run(
+        recipe, "--model_name_or_path", checkpoint, "--output_dir", out, *SMALL_RUN, "--augment", "--num_epochs", "1"
+    )
     results = json.loads((out / "eval_results.json").read_text())
-    assert code == 0 and results["protocol"]["linear_probe"]["augment"] is True and results["protocol"]["linear_probe"]["epochs"] == 1
+    assert (
+        code == 0
+        and results["protocol"]["linear_probe"]["augment"] is True
+        and results["protocol"]["linear_probe"]["epochs"] == 1
+    )
     assert results["figures"]["linear_top1"] != evaluation[1]["figures"]["linear_top1"]  # another probe...
     assert results["figures"]["knn_k20_top1"] == evaluation[1]["figures"]["knn_k20_top1"]  # ...on the same features
     classifier = IECLForImageClassification.from_pretrained(out).eval()
@@ -281,11 +333,27 @@ def test_augment_mode_trains_on_crops_through_the_frozen_encoder(recipe, evaluat
 def test_missing_test_split_holds_out_a_stratified_fraction(recipe, checkpoint, tmp_path):
     train_only = load_image_dataset(None)["train"].select(range(300))
     datasets.DatasetDict({"train": train_only}).save_to_disk(tmp_path / "train_only")
-    code, stdout = run(recipe, "--model_name_or_path", checkpoint, "--dataset_name", tmp_path / "train_only",
-                       "--output_dir", tmp_path / "out", "--num_epochs", "5", "--embedding_2d", "pca", "--knn_k", "5")
+    code, stdout = run(
+        recipe,
+        "--model_name_or_path",
+        checkpoint,
+        "--dataset_name",
+        tmp_path / "train_only",
+        "--output_dir",
+        tmp_path / "out",
+        "--num_epochs",
+        "5",
+        "--embedding_2d",
+        "pca",
+        "--knn_k",
+        "5",
+    )
     results = json.loads((tmp_path / "out" / "eval_results.json").read_text())
     assert code == 0
-    assert "notice: No 'test' split (splits: ['train']): holding out 20% of 'train' (stratified by label, seed 0)" in stdout
+    assert (
+        "notice: No 'test' split (splits: ['train']): holding out 20% of 'train' (stratified by label, seed 0)"
+        in stdout
+    )
     assert results["dataset"]["test_split"] == "train (held-out 20%)"
     assert (results["dataset"]["num_train"], results["dataset"]["num_test"]) == (240, 60)
     splits = prepare_eval_splits(datasets.load_from_disk(str(tmp_path / "train_only")))
@@ -296,24 +364,44 @@ def test_missing_test_split_holds_out_a_stratified_fraction(recipe, checkpoint, 
 def test_not_an_iecl_checkpoint_is_a_clear_cli_error(tmp_path, monkeypatch, capsys):
     from transformers import ViTConfig
 
-    ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(tmp_path / "vit")
-    monkeypatch.setattr(sys, "argv", [str(RECIPE), "--model_name_or_path", str(tmp_path / "vit"), "--output_dir", str(tmp_path / "out")])
+    ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(
+        tmp_path / "vit"
+    )
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [str(RECIPE), "--model_name_or_path", str(tmp_path / "vit"), "--output_dir", str(tmp_path / "out")],
+    )
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_path(str(RECIPE), run_name="__main__")
     assert exit_info.value.code == 2
     stderr = capsys.readouterr().err
-    assert "linear_eval.py: error: --model_name_or_path" in stderr and "is not an IE-CL checkpoint: model_type='vit'" in stderr
+    assert (
+        "linear_eval.py: error: --model_name_or_path" in stderr
+        and "is not an IE-CL checkpoint: model_type='vit'" in stderr
+    )
 
 
 def test_dataset_without_labels_is_a_clear_error(recipe, checkpoint, tmp_path):
     images = load_image_dataset(None)["train"].select(range(20)).remove_columns("label")
     datasets.DatasetDict({"train": images}).save_to_disk(tmp_path / "unlabelled")
     with pytest.raises(ValueError, match=r"no label column .* available columns: \['image'\]"):
-        run(recipe, "--model_name_or_path", checkpoint, "--dataset_name", tmp_path / "unlabelled", "--output_dir", tmp_path / "out")
+        run(
+            recipe,
+            "--model_name_or_path",
+            checkpoint,
+            "--dataset_name",
+            tmp_path / "unlabelled",
+            "--output_dir",
+            tmp_path / "out",
+        )
 
 
 def test_unknown_label_column_lists_the_columns(recipe, checkpoint, tmp_path):
-    with pytest.raises(ValueError, match=r"--label_column 'digit' is not a column of the dataset; available columns: \['image', 'label'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"--label_column 'digit' is not a column of the dataset; available columns: \['image', 'label'\]",
+    ):
         run(recipe, "--model_name_or_path", checkpoint, "--label_column", "digit", "--output_dir", tmp_path / "out")
 
 
@@ -322,13 +410,30 @@ def test_push_to_hub_uploads_the_release_without_the_cache(recipe, evaluation, c
     from huggingface_hub.utils import filter_repo_objects
 
     calls = {}
-    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kwargs: calls.setdefault("create_repo", (repo_id, kwargs)) and f"https://hf.co/{repo_id}")
+    monkeypatch.setattr(
+        HfApi,
+        "create_repo",
+        lambda self, repo_id, **kwargs: (
+            calls.setdefault("create_repo", (repo_id, kwargs)) and f"https://hf.co/{repo_id}"
+        ),
+    )
     monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kwargs: calls.setdefault("upload_folder", kwargs))
     out = copy_cache(evaluation, tmp_path / "out")
     local_checkpoint = tmp_path / "ckpt"  # without a README.md: --update_model_card creates one
     shutil.copytree(checkpoint, local_checkpoint)
-    code, stdout = run(recipe, "--model_name_or_path", local_checkpoint, "--output_dir", out, *SMALL_RUN, "--update_model_card",
-                       "--push_to_hub", "--hub_model_id", "me/iecl-digits-linear", "--hub_private_repo")
+    code, stdout = run(
+        recipe,
+        "--model_name_or_path",
+        local_checkpoint,
+        "--output_dir",
+        out,
+        *SMALL_RUN,
+        "--update_model_card",
+        "--push_to_hub",
+        "--hub_model_id",
+        "me/iecl-digits-linear",
+        "--hub_private_repo",
+    )
     assert code == 0
     repo_id, kwargs = calls["create_repo"]
     assert repo_id == "me/iecl-digits-linear" and kwargs["private"] is True and kwargs["exist_ok"] is True
@@ -338,14 +443,27 @@ def test_push_to_hub_uploads_the_release_without_the_cache(recipe, evaluation, c
     uploaded = set(filter_repo_objects(files, ignore_patterns=upload["ignore_patterns"]))
     assert any(f.startswith("features_cache/") for f in files)
     assert not any(f.startswith("features_cache/") for f in uploaded)
-    assert {"model.safetensors", "config.json", "preprocessor_config.json", "README.md", "eval_results.json", "features_2d.png"} <= uploaded
+    assert {
+        "model.safetensors",
+        "config.json",
+        "preprocessor_config.json",
+        "README.md",
+        "eval_results.json",
+        "features_2d.png",
+    } <= uploaded
     assert "path/to/this/folder" not in (out / "README.md").read_text()
     assert 'pipeline("image-classification", model="me/iecl-digits-linear"' in (out / "README.md").read_text()
     checkpoint_card = (local_checkpoint / "README.md").read_text()
-    assert "model-index" in checkpoint_card and "## Linear evaluation" in checkpoint_card and "Linear probe top-1" in checkpoint_card
+    assert (
+        "model-index" in checkpoint_card
+        and "## Linear evaluation" in checkpoint_card
+        and "Linear probe top-1" in checkpoint_card
+    )
 
 
-def test_push_failure_exits_non_zero_after_writing_everything(recipe, evaluation, checkpoint, tmp_path, monkeypatch, capsys):
+def test_push_failure_exits_non_zero_after_writing_everything(
+    recipe, evaluation, checkpoint, tmp_path, monkeypatch, capsys
+):
     from huggingface_hub import HfApi
 
     def offline(self, *args, **kwargs):
@@ -353,7 +471,17 @@ def test_push_failure_exits_non_zero_after_writing_everything(recipe, evaluation
 
     monkeypatch.setattr(HfApi, "create_repo", offline)
     out = copy_cache(evaluation, tmp_path / "out")
-    code, _ = run(recipe, "--model_name_or_path", checkpoint, "--output_dir", out, *SMALL_RUN, "--push_to_hub", "--hub_model_id", "me/x")
+    code, _ = run(
+        recipe,
+        "--model_name_or_path",
+        checkpoint,
+        "--output_dir",
+        out,
+        *SMALL_RUN,
+        "--push_to_hub",
+        "--hub_model_id",
+        "me/x",
+    )
     assert code == 1
     assert "Hub unreachable" in capsys.readouterr().err
     for name in ("eval_results.json", "model.safetensors", "README.md", "features_2d.png"):
@@ -364,7 +492,10 @@ def test_update_model_card_keeps_content_and_does_not_duplicate(evaluation, tmp_
     _, results, _ = evaluation
     folder = tmp_path / "ckpt"
     folder.mkdir()
-    (folder / "README.md").write_text("---\nlicense: apache-2.0\ntags:\n- iecl\n---\n\n# My encoder\n\nPretrained on digits.\n\n## Citation\n\n@article{x}\n")
+    (folder / "README.md").write_text(
+        "---\nlicense: apache-2.0\ntags:\n- iecl\n---\n\n# My encoder\n\nPretrained on digits.\n\n"
+        "## Citation\n\n@article{x}\n"
+    )
     update_model_card(str(folder), results)
     card = update_model_card(str(folder), results)  # twice: replaced, not duplicated
     text = (folder / "README.md").read_text()
@@ -373,20 +504,33 @@ def test_update_model_card_keeps_content_and_does_not_duplicate(evaluation, tmp_
     assert text.index(TABLE_END) < text.index("## Citation")
     assert len(card.data.eval_results) == 4
     top1 = next(r for r in card.data.eval_results if r.metric_name == "Linear probe top-1")
-    assert top1.metric_value == pytest.approx(results["figures"]["linear_top1"], abs=1e-4) and top1.dataset_split == "test"
+    assert (
+        top1.metric_value == pytest.approx(results["figures"]["linear_top1"], abs=1e-4)
+        and top1.dataset_split == "test"
+    )
     assert f"{100 * results['figures']['linear_top1']:.2f} %" in text
     # Another dataset adds a row and keeps the first results.
     other = json.loads(json.dumps(results))
     other["dataset"].update(type="cifar10-small", pretty_name="cifar10-small")
     card = update_model_card(str(folder), other)
-    assert len(card.data.eval_results) == 8 and (folder / "README.md").read_text().count("| cifar10-small | test |") == 1
+    assert (
+        len(card.data.eval_results) == 8 and (folder / "README.md").read_text().count("| cifar10-small | test |") == 1
+    )
 
 
 def test_config_file_supplies_defaults_and_flags_win(recipe, tmp_path):
     config = tmp_path / "eval.yaml"
-    config.write_text("model_name_or_path: some/ckpt\nnum_epochs: 7\noptimizer: adamw\nknn_k: [5, 50]\nstandardize: false\n")
+    config.write_text(
+        "model_name_or_path: some/ckpt\nnum_epochs: 7\noptimizer: adamw\nknn_k: [5, 50]\nstandardize: false\n"
+    )
     args = recipe.parse_args(["--config_file", str(config), "--num_epochs", "3"])
-    assert (args.model_name_or_path, args.num_epochs, args.optimizer, args.knn_k, args.standardize) == ("some/ckpt", 3, "adamw", [5, 50], False)
+    assert (args.model_name_or_path, args.num_epochs, args.optimizer, args.knn_k, args.standardize) == (
+        "some/ckpt",
+        3,
+        "adamw",
+        [5, 50],
+        False,
+    )
     assert args.learning_rate == 1e-2 and args.output_dir == os.path.join("outputs", "some--ckpt-linear-eval")
     json_config = tmp_path / "eval.json"
     json_config.write_text(json.dumps({"model_name_or_path": "x", "not_an_argument": 1}))

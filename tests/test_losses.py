@@ -7,7 +7,9 @@ from iecl_hf.losses_iecl import nt_xent_loss
 
 
 def nt_xent_reference(z1, z2, tau):
-    """SimCLR's NT-Xent written out: for each of the 2N embeddings, -log(exp(s_pos / tau) / sum_{k != i} exp(s_ik / tau))."""
+    """SimCLR's NT-Xent written out: for each of the 2N embeddings,
+    -log(exp(s_pos / tau) / sum_{k != i} exp(s_ik / tau)).
+    """
     views = [row / row.norm() for row in torch.cat([z1, z2]).double()]
     n = z1.shape[0]
     total = 0.0
@@ -85,8 +87,11 @@ def test_a_rank_scores_its_own_rows_against_the_gathered_columns(this_rank, monk
     monkeypatch.setattr(losses, "rank", lambda: this_rank)
     monkeypatch.setattr(losses, "with_global_value", lambda loss: loss)
     shapes, cross_entropy = [], torch.nn.functional.cross_entropy
-    monkeypatch.setattr(losses.F, "cross_entropy", lambda logits, target: shapes.append(tuple(logits.shape))
-                        or cross_entropy(logits, target))
+    monkeypatch.setattr(
+        losses.F,
+        "cross_entropy",
+        lambda logits, target: shapes.append(tuple(logits.shape)) or cross_entropy(logits, target),
+    )
     local = losses.nt_xent_loss(z1_all[mine], z2_all[mine], tau)
     monkeypatch.undo()
     assert shapes == [(2 * n, 2 * world * n)]

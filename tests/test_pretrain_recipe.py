@@ -24,16 +24,27 @@ from helpers import (
     write_parquet_dataset,
 )
 
-RELEASE_FILES = {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "views.png",
-                 "training_curves.png", "configuration_iecl.py", "modeling_iecl.py"}
+RELEASE_FILES = {
+    "config.json",
+    "model.safetensors",
+    "preprocessor_config.json",
+    "README.md",
+    "views.png",
+    "training_curves.png",
+    "configuration_iecl.py",
+    "modeling_iecl.py",
+}
 
 
 def uploaded_files(folder, ignore_patterns) -> set[str]:
     """What `HfApi.upload_folder(folder_path=folder, ignore_patterns=...)` sends, by huggingface_hub's own filter."""
     from huggingface_hub.utils import filter_repo_objects
 
-    files = [os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
-             for root, _, names in os.walk(folder) for name in names]
+    files = [
+        os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
+        for root, _, names in os.walk(folder)
+        for name in names
+    ]
     return set(filter_repo_objects(files, ignore_patterns=ignore_patterns))
 
 
@@ -42,8 +53,21 @@ def test_two_processes_train_on_a_global_batch_and_write_a_loadable_model(tmp_pa
     out = tmp_path / "out"
     result = run_pretrain_subprocess(
         [*TINY_ARGS, "--max_train_steps", 4, "--checkpointing_steps", 2, "--output_dir", out],
-        launcher=["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                  "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())],
+        launcher=[
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(free_port()),
+        ],
         ACCELERATE_USE_CPU="1",
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
@@ -83,10 +107,27 @@ def test_push_to_hub_uploads_the_release_files_only(tmp_path, capsys):
         seen_at_upload.update(kwargs, files=uploaded_files(kwargs["folder_path"], kwargs["ignore_patterns"]))
         return "https://huggingface.co/user/x/commit/0"
 
-    with mock.patch.object(HfApi, "create_repo", autospec=True, return_value="https://huggingface.co/user/x") as create_repo, \
-            mock.patch.object(HfApi, "upload_folder", autospec=True, side_effect=fake_upload_folder) as upload_folder:
-        code = run_pretrain_in_process([*TINY_ARGS, "--max_train_steps", 3, "--checkpointing_steps", 2, "--output_dir", out,
-                                        "--push_to_hub", "--hub_model_id", "user/x", "--hub_private_repo"])
+    with (
+        mock.patch.object(
+            HfApi, "create_repo", autospec=True, return_value="https://huggingface.co/user/x"
+        ) as create_repo,
+        mock.patch.object(HfApi, "upload_folder", autospec=True, side_effect=fake_upload_folder) as upload_folder,
+    ):
+        code = run_pretrain_in_process(
+            [
+                *TINY_ARGS,
+                "--max_train_steps",
+                3,
+                "--checkpointing_steps",
+                2,
+                "--output_dir",
+                out,
+                "--push_to_hub",
+                "--hub_model_id",
+                "user/x",
+                "--hub_private_repo",
+            ]
+        )
     assert code == 0
     assert "Pushed to https://huggingface.co/user/x" in capsys.readouterr().out
 
@@ -102,8 +143,14 @@ def test_push_to_hub_uploads_the_release_files_only(tmp_path, capsys):
     files = seen_at_upload["files"]
     assert RELEASE_FILES <= files, RELEASE_FILES - files
     # The modeling file's own imports (SAIB, the spectral penalty, ...), and no file of the old formulation.
-    assert {"distributed_iecl.py", "entropy_iecl.py", "frameworks_iecl.py", "losses_iecl.py", "saib_iecl.py",
-            "spectral_iecl.py"} <= files
+    assert {
+        "distributed_iecl.py",
+        "entropy_iecl.py",
+        "frameworks_iecl.py",
+        "losses_iecl.py",
+        "saib_iecl.py",
+        "spectral_iecl.py",
+    } <= files
     assert "view_generator_iecl.py" not in files
     assert not [f for f in files if f.startswith(("checkpoints/", "logs/"))], files
     assert os.path.isdir(out / "checkpoints" / "step_2")  # present locally, left out of the upload
@@ -121,10 +168,13 @@ def test_failed_push_keeps_the_output_and_prints_the_retry_command(tmp_path, cap
     from huggingface_hub import HfApi
 
     out = tmp_path / "out"
-    with mock.patch.object(HfApi, "create_repo", autospec=True, side_effect=ConnectionError("network is down")), \
-            mock.patch.object(HfApi, "upload_folder", autospec=True) as upload_folder:
-        code = run_pretrain_in_process([*TINY_ARGS, "--max_train_steps", 2, "--output_dir", out,
-                                        "--push_to_hub", "--hub_model_id", "user/x"])
+    with (
+        mock.patch.object(HfApi, "create_repo", autospec=True, side_effect=ConnectionError("network is down")),
+        mock.patch.object(HfApi, "upload_folder", autospec=True) as upload_folder,
+    ):
+        code = run_pretrain_in_process(
+            [*TINY_ARGS, "--max_train_steps", 2, "--output_dir", out, "--push_to_hub", "--hub_model_id", "user/x"]
+        )
     assert code == 1
     upload_folder.assert_not_called()
     printed = capsys.readouterr().out
@@ -134,8 +184,12 @@ def test_failed_push_keeps_the_output_and_prints_the_retry_command(tmp_path, cap
 
     # The printed command uploads the same folder on its own.
     push = push_module()
-    with mock.patch.object(HfApi, "create_repo", autospec=True, return_value="https://huggingface.co/user/x") as create_repo, \
-            mock.patch.object(HfApi, "upload_folder", autospec=True) as upload_folder:
+    with (
+        mock.patch.object(
+            HfApi, "create_repo", autospec=True, return_value="https://huggingface.co/user/x"
+        ) as create_repo,
+        mock.patch.object(HfApi, "upload_folder", autospec=True) as upload_folder,
+    ):
         assert push.main(["--output_dir", str(out), "--hub_model_id", "user/x", "--hub_private_repo"]) == 0
     assert create_repo.call_args.kwargs["private"] is True
     kwargs = upload_folder.call_args.kwargs
@@ -149,7 +203,9 @@ def test_failed_push_keeps_the_output_and_prints_the_retry_command(tmp_path, cap
 
 def test_unknown_dataset_offline_says_how_to_pass_local_data(tmp_path):
     with pytest.raises(ValueError) as error:
-        run_pretrain_in_process([*TINY_ARGS, "--dataset_name", "nobody-here/no-such-dataset", "--output_dir", tmp_path / "out"])
+        run_pretrain_in_process(
+            [*TINY_ARGS, "--dataset_name", "nobody-here/no-such-dataset", "--output_dir", tmp_path / "out"]
+        )
     message = str(error.value)
     assert "nobody-here/no-such-dataset" in message
     assert "pass local data" in message and "--dataset_name path/to/folder" in message and "image folder" in message
@@ -165,6 +221,7 @@ def test_unwritable_output_dir_fails_before_any_data_is_read(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     from iecl_hf.training import pretraining  # the recipe's stages
+
     with mock.patch.object(pretraining, "load_image_dataset", side_effect=AssertionError("data was read")):
         with pytest.raises(ValueError, match="--output_dir .* is not writable"):
             run_pretrain_in_process([*TINY_ARGS, "--output_dir", blocker / "out"])
@@ -179,8 +236,19 @@ def test_awkward_and_corrupt_images_are_converted_or_skipped_and_counted(tmp_pat
     data = write_parquet_dataset(tmp_path / "data", images)
     out = tmp_path / "out"
     # 4 steps of 8 = exactly one pass over the 32 images.
-    code = run_pretrain_in_process([*TINY_ARGS, "--dataset_name", data, "--cache_dir", tmp_path / "cache",
-                                    "--max_train_steps", 4, "--output_dir", out])
+    code = run_pretrain_in_process(
+        [
+            *TINY_ARGS,
+            "--dataset_name",
+            data,
+            "--cache_dir",
+            tmp_path / "cache",
+            "--max_train_steps",
+            4,
+            "--output_dir",
+            out,
+        ]
+    )
     assert code == 0
     captured = capsys.readouterr()
     assert f"skipped {len(corrupt)} images" in captured.out
@@ -210,7 +278,9 @@ def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(tmp_pa
         return output
 
     def after_optimizer_step(optimizer, args, kwargs):  # finite terms, but the update of step 3 leaves inf weights
-        if isinstance(optimizer, torch.optim.SGD) and len(optimizer.param_groups) == 2:  # the encoder's (decay / no decay)
+        if (
+            isinstance(optimizer, torch.optim.SGD) and len(optimizer.param_groups) == 2
+        ):  # the encoder's (decay / no decay)
             calls["sgd_step"] += 1
             if calls["sgd_step"] == 3 and fault == "weights":
                 with torch.no_grad():
@@ -221,7 +291,9 @@ def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(tmp_pa
     try:
         with mock.patch.object(IECLForPreTraining, "forward", forward):
             with pytest.raises(RuntimeError) as error:
-                run_pretrain_in_process([*TINY_ARGS, "--max_train_steps", 6, "--checkpointing_steps", 1, "--output_dir", out])
+                run_pretrain_in_process(
+                    [*TINY_ARGS, "--max_train_steps", 6, "--checkpointing_steps", 1, "--output_dir", out]
+                )
     finally:
         hook.remove()
     message = str(error.value)
@@ -236,7 +308,9 @@ def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(tmp_pa
     assert sorted(os.listdir(out / "checkpoints")) == ["step_1", "step_2"]
     weights = load_file(out / "checkpoints" / "step_2" / "model.safetensors")
     assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
-    config = IECLConfig(backbone="resnet18", backbone_kwargs={"channels": [8, 16, 32, 64]}, stem="cifar_stride2", image_size=32)
+    config = IECLConfig(
+        backbone="resnet18", backbone_kwargs={"channels": [8, 16, 32, 64]}, stem="cifar_stride2", image_size=32
+    )
     IECLForPreTraining(config).load_state_dict(weights, strict=True)
     assert not (out / "model.safetensors").exists() and not (out / "train_results.json").exists()
 
@@ -245,9 +319,9 @@ def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(tmp_pa
 
 
 def test_saib_is_trained_by_adamw_with_its_config_weight_decay(tmp_path):
+    from iecl_hf.training import pretraining  # the recipe's stages
     from iecl_hf.training.optim import build_generator_optimizer
 
-    from iecl_hf.training import pretraining  # the recipe's stages
     built = []
 
     def spy(parameters, lr, weight_decay=0.0):
@@ -257,14 +331,45 @@ def test_saib_is_trained_by_adamw_with_its_config_weight_decay(tmp_path):
         return optimizer
 
     with mock.patch.object(pretraining, "build_generator_optimizer", side_effect=spy):
-        assert run_pretrain_in_process([*TINY_ARGS, "--max_train_steps", 1, "--knn_every_epochs", 0, "--output_dir",
-                                        tmp_path / "saib", "--generator_learning_rate", 0.002,
-                                        "--saib_weight_decay", 0.05]) == 0
-        assert run_pretrain_in_process([*TINY_ARGS, "--max_train_steps", 1, "--knn_every_epochs", 0, "--output_dir",
-                                        tmp_path / "none", "--generator_architecture", "none"]) == 0
+        assert (
+            run_pretrain_in_process(
+                [
+                    *TINY_ARGS,
+                    "--max_train_steps",
+                    1,
+                    "--knn_every_epochs",
+                    0,
+                    "--output_dir",
+                    tmp_path / "saib",
+                    "--generator_learning_rate",
+                    0.002,
+                    "--saib_weight_decay",
+                    0.05,
+                ]
+            )
+            == 0
+        )
+        assert (
+            run_pretrain_in_process(
+                [
+                    *TINY_ARGS,
+                    "--max_train_steps",
+                    1,
+                    "--knn_every_epochs",
+                    0,
+                    "--output_dir",
+                    tmp_path / "none",
+                    "--generator_architecture",
+                    "none",
+                ]
+            )
+            == 0
+        )
     (saib_parameters, optimizer), (no_parameters, no_optimizer) = built
     assert isinstance(optimizer, torch.optim.AdamW)
-    assert [group["lr"] for group in optimizer.param_groups] == [0.002]  # constant: the LR schedule drives the encoder optimizer only
+    assert [group["lr"] for group in optimizer.param_groups] == [
+        0.002
+    ]  # constant: the LR schedule drives the encoder optimizer only
     assert [group["weight_decay"] for group in optimizer.param_groups] == [0.05]
     assert saib_parameters and {id(p) for p in optimizer.param_groups[0]["params"]} == {id(p) for p in saib_parameters}
     assert {p.shape for p in saib_parameters} >= {torch.Size([1, 64, 8, 8])}  # SAIB's position code (8 x 8 patches)

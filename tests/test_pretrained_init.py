@@ -5,8 +5,16 @@ import torch
 
 from iecl_hf import IECLConfig, IECLForPreTraining, IECLModel
 
-TINY = dict(backbone_kwargs={"channels": [16, 32, 64, 128]}, stem="cifar_stride2", image_size=32, moco_queue_size=32,
-            projection_hidden_dim=64, projection_dim=32, predictor_hidden_dim=48, saib_dim=8)
+TINY = dict(
+    backbone_kwargs={"channels": [16, 32, 64, 128]},
+    stem="cifar_stride2",
+    image_size=32,
+    moco_queue_size=32,
+    projection_hidden_dim=64,
+    projection_dim=32,
+    predictor_hidden_dim=48,
+    saib_dim=8,
+)
 
 
 @pytest.mark.parametrize("framework", ["simclr", "moco", "byol"])
@@ -27,8 +35,9 @@ def test_pretraining_model_from_an_encoder_checkpoint(framework, tmp_path):
     for name, tensor in encoder.backbone.state_dict().items():
         torch.testing.assert_close(model.iecl.backbone.state_dict()[name], tensor, msg=name)
     if framework != "simclr":
-        for (name, momentum), online in zip(model.head.momentum_backbone.state_dict().items(),
-                                            model.iecl.backbone.state_dict().values()):
+        for (name, momentum), online in zip(
+            model.head.momentum_backbone.state_dict().items(), model.iecl.backbone.state_dict().values()
+        ):
             torch.testing.assert_close(momentum, online, msg=f"momentum {name}")
         for momentum, online in zip(model.head.momentum_projector.parameters(), model.head.projector.parameters()):
             torch.testing.assert_close(momentum, online)
@@ -41,7 +50,9 @@ def test_pretraining_model_from_an_encoder_checkpoint(framework, tmp_path):
         if isinstance(module, torch.nn.BatchNorm1d) and not name.startswith("head.momentum_"):
             torch.testing.assert_close(loaded[name].weight, module.weight)
             torch.testing.assert_close(loaded[name].running_var, module.running_var)
-    torch.testing.assert_close(model.view_generator.restore.weight, torch.zeros_like(model.view_generator.restore.weight))
+    torch.testing.assert_close(
+        model.view_generator.restore.weight, torch.zeros_like(model.view_generator.restore.weight)
+    )
     if framework == "moco":
         torch.testing.assert_close(model.head.queue.norm(dim=1), torch.ones(32))
     output = model(torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32))

@@ -38,6 +38,7 @@ def test_fresh_machine_commands_match_ci():
     assert "torch==2.14.1 torchvision==0.29.1" in install_and_test and "torch==2.14.1 torchvision==0.29.1" in ci
     assert '".[test]"' in install_and_test and '".[test]"' in ci
     assert "pytest" in ci and "tests" in ci
+    assert "ruff check ." in install_and_test and "ruff check ." in ci  # the linter is part of the test command
     main_job = next(c for c in commands if c.endswith("accelerate launch recipes/pretrain.py"))
     assert "pip install -e ." in main_job
 

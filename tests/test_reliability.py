@@ -46,8 +46,17 @@ RESUME_ATOL = 1e-6
 
 # 32 images in batches of 8: 4 steps per epoch. The step_4 checkpoint falls on the epoch boundary (the hardest
 # place to resume: the epoch-end kNN runs again, the next epoch reshuffles), steps 5-6 are in epoch 1.
-CHAIN_ARGS = [*TINY_ARGS, "--max_train_samples", 32, "--max_train_steps", 6, "--checkpointing_steps", 2,
-              "--knn_every_epochs", 1]
+CHAIN_ARGS = [
+    *TINY_ARGS,
+    "--max_train_samples",
+    32,
+    "--max_train_steps",
+    6,
+    "--checkpointing_steps",
+    2,
+    "--knn_every_epochs",
+    1,
+]
 
 
 def checkpoint_entries(output_dir) -> list[str]:
@@ -67,20 +76,36 @@ def interrupted_run(tmp_path_factory):
 
     # 1. SIGKILL inside the forward of step 5: after the step_4 checkpoint, before step_6's.
     result = run_with_faults([*CHAIN_ARGS, "--output_dir", run], root, IECL_TEST_KILL_AT_FORWARD=5)
-    info["between"] = {"returncode": result.returncode, "entries": checkpoint_entries(run), "files": set(os.listdir(run)),
-                       "latest": resolve_checkpoint("latest", run), "log": read_jsonl(run / "logs" / "train_log.jsonl")}
+    info["between"] = {
+        "returncode": result.returncode,
+        "entries": checkpoint_entries(run),
+        "files": set(os.listdir(run)),
+        "latest": resolve_checkpoint("latest", run),
+        "log": read_jsonl(run / "logs" / "train_log.jsonl"),
+    }
 
     # 2. Resume; SIGKILL while the step_6 checkpoint is being written (weights and optimizer on disk, not the rest).
-    result = run_with_faults([*CHAIN_ARGS, "--output_dir", run, "--resume_from_checkpoint", "latest"], root,
-                             IECL_TEST_KILL_WRITING_CHECKPOINT=6)
+    result = run_with_faults(
+        [*CHAIN_ARGS, "--output_dir", run, "--resume_from_checkpoint", "latest"],
+        root,
+        IECL_TEST_KILL_WRITING_CHECKPOINT=6,
+    )
     partial = run / "checkpoints" / ".tmp-step_6"
-    info["writing"] = {"returncode": result.returncode, "stdout": result.stdout, "entries": checkpoint_entries(run),
-                       "partial": sorted(os.listdir(partial)) if partial.is_dir() else None,
-                       "latest": resolve_checkpoint("latest", run), "files": set(os.listdir(run))}
+    info["writing"] = {
+        "returncode": result.returncode,
+        "stdout": result.stdout,
+        "entries": checkpoint_entries(run),
+        "partial": sorted(os.listdir(partial)) if partial.is_dir() else None,
+        "latest": resolve_checkpoint("latest", run),
+        "files": set(os.listdir(run)),
+    }
 
     # 3. Resume to the end; the wrapper saves the weights the first training step of this run starts from.
-    info["resumed"] = run_with_faults([*CHAIN_ARGS, "--output_dir", run, "--resume_from_checkpoint", "latest"], root,
-                                      IECL_TEST_DUMP_START=info["start_weights"])
+    info["resumed"] = run_with_faults(
+        [*CHAIN_ARGS, "--output_dir", run, "--resume_from_checkpoint", "latest"],
+        root,
+        IECL_TEST_DUMP_START=info["start_weights"],
+    )
     return info
 
 
@@ -116,18 +141,29 @@ def test_resumed_run_ends_with_the_weights_of_the_uninterrupted_run(interrupted_
     assert f"Resumed from {run / 'checkpoints' / 'step_4'} at step 4 (epoch 0)" in result.stdout
 
     # It started from the checkpoint's weights...
-    assert max_abs_difference(interrupted_run["start_weights"], run / "checkpoints" / "step_4" / "model.safetensors") == 0.0
+    assert (
+        max_abs_difference(interrupted_run["start_weights"], run / "checkpoints" / "step_4" / "model.safetensors")
+        == 0.0
+    )
     # ...and ended where the uninterrupted run ended: same step count, same weights, same logged values.
     assert max_abs_difference(reference / "model.safetensors", run / "model.safetensors") <= RESUME_ATOL
-    assert max_abs_difference(reference / "checkpoints" / "step_6" / "model.safetensors",
-                              run / "checkpoints" / "step_6" / "model.safetensors") <= RESUME_ATOL
+    assert (
+        max_abs_difference(
+            reference / "checkpoints" / "step_6" / "model.safetensors",
+            run / "checkpoints" / "step_6" / "model.safetensors",
+        )
+        <= RESUME_ATOL
+    )
     results, reference_results = read_json(run / "train_results.json"), read_json(reference / "train_results.json")
     for key in ("step", "epoch", "images_seen", "loss", "online kNN top-1 (%)"):
         assert results[key] == reference_results[key], key
     assert results["step"] == 6
 
     # The log holds each step once (the killed runs' extra lines are dropped on resume), with the reference's values.
-    log, reference_log = read_jsonl(run / "logs" / "train_log.jsonl"), read_jsonl(reference / "logs" / "train_log.jsonl")
+    log, reference_log = (
+        read_jsonl(run / "logs" / "train_log.jsonl"),
+        read_jsonl(reference / "logs" / "train_log.jsonl"),
+    )
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6]
     assert [(r["step"], r["epoch"]) for r in log if "knn_top1" in r] == [(4, 1)]
     strip = [{k: v for k, v in r.items() if k != "images_per_second"} for r in log]
@@ -164,10 +200,17 @@ def test_checkpoints_are_published_by_rename_and_pruned_to_the_newest(tmp_path):
     accelerator = FakeAccelerator()
     written = []
     for step in (2, 4, 6, 8):
-        path = save_checkpoint(accelerator, tmp_path, step, total_limit=3, extra_writer=lambda folder: written.append(folder))
+        path = save_checkpoint(
+            accelerator, tmp_path, step, total_limit=3, extra_writer=lambda folder: written.append(folder)
+        )
         assert path == str(tmp_path / "checkpoints" / f"step_{step}")
     # The extra files (views.png) are written into the temporary folder, before the rename.
-    assert [os.path.basename(folder) for folder in written] == [".tmp-step_2", ".tmp-step_4", ".tmp-step_6", ".tmp-step_8"]
+    assert [os.path.basename(folder) for folder in written] == [
+        ".tmp-step_2",
+        ".tmp-step_4",
+        ".tmp-step_6",
+        ".tmp-step_8",
+    ]
     assert checkpoint_entries(tmp_path) == ["step_4", "step_6", "step_8"]
     assert [step for step, _ in list_checkpoints(tmp_path)] == [4, 6, 8]
     # total_limit 0 / None keeps all.
@@ -195,7 +238,9 @@ def test_a_fresh_start_never_trains_over_an_unfinished_run(tmp_path):
     save_checkpoint(FakeAccelerator(), tmp_path, 4)
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "train_log.jsonl").write_text('{"step": 4}\n')
-    with pytest.raises(ValueError, match="unfinished run .*step_4.*--resume_from_checkpoint latest.*--overwrite_output_dir"):
+    with pytest.raises(
+        ValueError, match="unfinished run .*step_4.*--resume_from_checkpoint latest.*--overwrite_output_dir"
+    ):
         prepare_output_for_fresh_start(tmp_path)
     assert checkpoint_entries(tmp_path) == ["step_4"]
     # The run finished at its newest checkpoint: a rerun of the same command replaces it.
@@ -242,7 +287,9 @@ def test_a_saved_model_or_a_random_folder_is_not_a_training_checkpoint(tmp_path)
     with pytest.raises(ValueError, match="no model.safetensors"):
         check_resume_checkpoint(str(random_folder))
     with pytest.raises(ValueError, match="is not a folder"):
-        run_pretrain_in_process([*TINY_ARGS, "--resume_from_checkpoint", tmp_path / "missing", "--output_dir", tmp_path / "out"])
+        run_pretrain_in_process(
+            [*TINY_ARGS, "--resume_from_checkpoint", tmp_path / "missing", "--output_dir", tmp_path / "out"]
+        )
 
 
 def test_a_checkpoint_of_another_iecl_configuration_is_refused(tmp_path):
@@ -255,7 +302,10 @@ def test_a_checkpoint_of_another_iecl_configuration_is_refused(tmp_path):
     checkpoint = tmp_path / "out" / "checkpoints" / "step_2"
     checkpoint.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, checkpoint / "model.safetensors")
-    with pytest.raises(ValueError, match=r"written for another model: .*weights have other shapes \(e\.g\. .*: checkpoint \[.*\], model \[.*\]\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"written for another model: .*weights have other shapes \(e\.g\. .*: checkpoint \[.*\], model \[.*\]\)",
+    ):
         run_pretrain_in_process([*TINY_ARGS, "--resume_from_checkpoint", "latest", "--output_dir", tmp_path / "out"])
 
 
@@ -279,8 +329,9 @@ def test_empty_validation_split_is_a_clear_error(tmp_path):
     data = write_parquet_dataset(tmp_path / "data", small_images(16), labels=[0, 1] * 8)
     write_parquet_dataset(tmp_path / "data", [], labels=[], split="validation")
     with pytest.raises(ValueError, match=r"has empty split\(s\) or file\(s\): \['data/validation.parquet'\]"):
-        run_pretrain_in_process([*TINY_ARGS, "--dataset_name", data, "--cache_dir", tmp_path / "cache",
-                                 "--output_dir", tmp_path / "out"])
+        run_pretrain_in_process(
+            [*TINY_ARGS, "--dataset_name", data, "--cache_dir", tmp_path / "cache", "--output_dir", tmp_path / "out"]
+        )
 
 
 def test_an_empty_split_after_loading_is_a_clear_error(tmp_path):
@@ -288,9 +339,11 @@ def test_an_empty_split_after_loading_is_a_clear_error(tmp_path):
     import datasets
 
     from iecl_hf.training import pretraining  # the recipe's stages
+
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
-    train = datasets.Dataset.from_dict({"image": [{"bytes": b, "path": None} for b in small_images(16)], "label": [0, 1] * 8},
-                                       features=features)
+    train = datasets.Dataset.from_dict(
+        {"image": [{"bytes": b, "path": None} for b in small_images(16)], "label": [0, 1] * 8}, features=features
+    )
     splits = datasets.DatasetDict({"train": train, "validation": train.select([])})
     with mock.patch.object(pretraining, "load_image_dataset", return_value=splits):
         with pytest.raises(ValueError, match="validation split 'validation' .* is empty.*--validation_split none"):
@@ -304,22 +357,48 @@ def test_an_empty_split_after_loading_is_a_clear_error(tmp_path):
 def test_label_column_on_a_dataset_without_labels_lists_the_columns(tmp_path):
     folder = write_image_folder(tmp_path / "unlabelled", count=4)  # image folder without class folders: no labels
     with pytest.raises(ValueError, match=r"--label_column 'label' is not a column .*available columns: \['image'\]"):
-        run_pretrain_in_process([*TINY_ARGS, "--dataset_name", folder, "--label_column", "label",
-                                 "--cache_dir", tmp_path / "cache", "--output_dir", tmp_path / "out"])
+        run_pretrain_in_process(
+            [
+                *TINY_ARGS,
+                "--dataset_name",
+                folder,
+                "--label_column",
+                "label",
+                "--cache_dir",
+                tmp_path / "cache",
+                "--output_dir",
+                tmp_path / "out",
+            ]
+        )
 
 
 def test_label_column_of_strings_is_a_clear_error(tmp_path):
     data = write_parquet_dataset(tmp_path / "data", small_images(8), labels=["cat", "dog"] * 4)
     with pytest.raises(ValueError, match="--label_column 'label' holds .*string.*not integer class ids"):
-        run_pretrain_in_process([*TINY_ARGS, "--dataset_name", data, "--label_column", "label",
-                                 "--cache_dir", tmp_path / "cache", "--output_dir", tmp_path / "out"])
+        run_pretrain_in_process(
+            [
+                *TINY_ARGS,
+                "--dataset_name",
+                data,
+                "--label_column",
+                "label",
+                "--cache_dir",
+                tmp_path / "cache",
+                "--output_dir",
+                tmp_path / "out",
+            ]
+        )
 
 
 def test_no_image_column_lists_the_columns(tmp_path):
     import datasets
 
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": ["a", "b"], "score": [1, 2]})}).save_to_disk(str(tmp_path / "data"))
-    with pytest.raises(ValueError, match=r"No image column found .*available columns: \['text', 'score'\].*--image_column"):
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": ["a", "b"], "score": [1, 2]})}).save_to_disk(
+        str(tmp_path / "data")
+    )
+    with pytest.raises(
+        ValueError, match=r"No image column found .*available columns: \['text', 'score'\].*--image_column"
+    ):
         run_pretrain_in_process([*TINY_ARGS, "--dataset_name", tmp_path / "data", "--output_dir", tmp_path / "out"])
 
 
@@ -351,15 +430,34 @@ def test_project_code_loads_no_pickles_without_weights_only():
             name = ast.unparse(node.func)
             if name == "torch.load" or name.endswith(".torch.load"):
                 weights_only = [k for k in node.keywords if k.arg == "weights_only"]
-                if not (weights_only and isinstance(weights_only[0].value, ast.Constant) and weights_only[0].value.value is True):
+                if not (
+                    weights_only
+                    and isinstance(weights_only[0].value, ast.Constant)
+                    and weights_only[0].value.value is True
+                ):
                     offences.append(f"{path.relative_to(REPO)}:{node.lineno} {ast.unparse(node)}")
             if name in ("pickle.load", "pickle.loads", "dill.load", "joblib.load"):
                 offences.append(f"{path.relative_to(REPO)}:{node.lineno} {ast.unparse(node)}")
     assert not offences, offences
 
 
-REMOTE_CODE_ALLOWED = {"torch", "transformers", "timm", "math", "copy", "dataclasses", "typing", "functools",
-                       "itertools", "collections", "warnings", "enum", "abc", "numbers", "__future__"}
+REMOTE_CODE_ALLOWED = {
+    "torch",
+    "transformers",
+    "timm",
+    "math",
+    "copy",
+    "dataclasses",
+    "typing",
+    "functools",
+    "itertools",
+    "collections",
+    "warnings",
+    "enum",
+    "abc",
+    "numbers",
+    "__future__",
+}
 FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__", "open", "getattr_static", "system", "popen"}
 
 
@@ -374,12 +472,18 @@ def test_remote_code_files_only_define_the_model():
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
-                problems += [f"{path.name}: import {a.name}" for a in node.names if a.name.split(".")[0] not in REMOTE_CODE_ALLOWED]
+                problems += [
+                    f"{path.name}: import {a.name}"
+                    for a in node.names
+                    if a.name.split(".")[0] not in REMOTE_CODE_ALLOWED
+                ]
             elif isinstance(node, ast.ImportFrom):
                 if node.level == 0 and node.module.split(".")[0] not in REMOTE_CODE_ALLOWED:
                     problems.append(f"{path.name}: from {node.module} import ...")
                 if node.level > 1 or (node.level == 1 and node.module not in names):
-                    problems.append(f"{path.name}: from {'.' * node.level}{node.module} import ... (not a sibling *_iecl.py)")
+                    problems.append(
+                        f"{path.name}: from {'.' * node.level}{node.module} import ... (not a sibling *_iecl.py)"
+                    )
             elif isinstance(node, ast.Call):
                 called = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
                 if called in FORBIDDEN_CALLS:
@@ -410,8 +514,10 @@ def test_push_script_failure_prints_the_retry_and_touches_nothing(tmp_path, caps
 
     folder = finished_output(tmp_path / "out")
     before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
-    with mock.patch.object(HfApi, "create_repo", autospec=True, return_value="https://huggingface.co/user/x"), \
-            mock.patch.object(HfApi, "upload_folder", autospec=True, side_effect=RuntimeError("401 Unauthorized")):
+    with (
+        mock.patch.object(HfApi, "create_repo", autospec=True, return_value="https://huggingface.co/user/x"),
+        mock.patch.object(HfApi, "upload_folder", autospec=True, side_effect=RuntimeError("401 Unauthorized")),
+    ):
         code = push_module().main(["--output_dir", str(folder), "--hub_model_id", "user/x"])
     assert code == 1
     err = capsys.readouterr().err

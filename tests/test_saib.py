@@ -10,8 +10,14 @@ import torch
 from iecl_hf import IECLConfig, IECLForPreTraining
 from iecl_hf.saib_iecl import SAIB, saib_logdet
 
-TINY = dict(backbone_kwargs={"channels": [8, 16, 32, 64]}, stem="cifar_stride2", image_size=16,
-            projection_hidden_dim=32, projection_dim=16, saib_dim=8)
+TINY = dict(
+    backbone_kwargs={"channels": [8, 16, 32, 64]},
+    stem="cifar_stride2",
+    image_size=16,
+    projection_hidden_dim=32,
+    projection_dim=16,
+    saib_dim=8,
+)
 
 
 def perturbed(image_size=16, patch_size=4, dim=8, expansion=2, std=0.3, seed=0):
@@ -144,8 +150,9 @@ def build(seed, **kwargs):
 @pytest.mark.parametrize("framework", ["simclr", "moco"])
 def test_saib_init_does_not_change_the_global_random_stream(framework):
     with_saib, after_with = build(0, framework=framework, moco_queue_size=16)
-    without, after_without = build(0, framework=framework, moco_queue_size=16, generator_architecture="none",
-                                   encoder_spectral_norm=False)
+    without, after_without = build(
+        0, framework=framework, moco_queue_size=16, generator_architecture="none", encoder_spectral_norm=False
+    )
     assert with_saib.view_generator is not None and without.view_generator is None
     assert torch.equal(after_with, after_without)  # the next draws (e.g. the augmentations) are the same
     shared = without.state_dict()
@@ -154,7 +161,8 @@ def test_saib_init_does_not_change_the_global_random_stream(framework):
             continue
         assert torch.equal(value, shared[name]), name  # backbone and head weights (and MoCo's queue) are equal
     assert {n for n in with_saib.state_dict() if n not in shared} == {
-        n for n in with_saib.state_dict() if n.startswith(("view_generator.", "spectral_penalty."))}
+        n for n in with_saib.state_dict() if n.startswith(("view_generator.", "spectral_penalty."))
+    }
 
 
 def test_saib_weights_depend_only_on_the_seed():

@@ -14,7 +14,9 @@ from iecl_hf import IECLForPreTraining, IECLModel
 
 # TINY_ARGS without the architecture: with --model_name_or_path it comes from the checkpoint.
 RUN_ARGS = [a for a in TINY_ARGS if a not in ("--backbone_kwargs", '{"channels": [8, 16, 32, 64]}')] + [
-    "--knn_every_epochs", "0"]
+    "--knn_every_epochs",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +45,22 @@ class FirstForward:
 def test_a_previous_output_continues_with_all_its_weights_and_the_flags_on_top(finished_output, tmp_path, monkeypatch):
     first = FirstForward(monkeypatch)
     out = tmp_path / "continued"
-    assert run_pretrain_in_process([*RUN_ARGS, "--model_name_or_path", finished_output, "--lambda_entropy", "0.3",
-                                    "--max_train_steps", 2, "--output_dir", out]) == 0
+    assert (
+        run_pretrain_in_process(
+            [
+                *RUN_ARGS,
+                "--model_name_or_path",
+                finished_output,
+                "--lambda_entropy",
+                "0.3",
+                "--max_train_steps",
+                2,
+                "--output_dir",
+                out,
+            ]
+        )
+        == 0
+    )
     saved = load_file(str(finished_output / "model.safetensors"))
     assert set(saved) == set(first.state)  # heads, SAIB, power-iteration vectors: everything continues
     for name, tensor in saved.items():
@@ -62,8 +78,24 @@ def test_an_encoder_only_checkpoint_gives_the_encoder_and_fresh_heads(finished_o
     first = FirstForward(monkeypatch)
     out = tmp_path / "moco"
     # A released SimCLR encoder as the start of a MoCo run.
-    assert run_pretrain_in_process([*RUN_ARGS, "--model_name_or_path", encoder_folder, "--framework", "moco",
-                                    "--moco_queue_size", "32", "--max_train_steps", 1, "--output_dir", out]) == 0
+    assert (
+        run_pretrain_in_process(
+            [
+                *RUN_ARGS,
+                "--model_name_or_path",
+                encoder_folder,
+                "--framework",
+                "moco",
+                "--moco_queue_size",
+                "32",
+                "--max_train_steps",
+                1,
+                "--output_dir",
+                out,
+            ]
+        )
+        == 0
+    )
     encoder = load_file(str(encoder_folder / "model.safetensors"))
     assert all(not key.startswith(("head.", "view_generator.")) for key in encoder)
     for name, tensor in encoder.items():
@@ -108,8 +140,22 @@ def test_a_hub_id_is_downloaded_and_continued(finished_output, tmp_path, monkeyp
     monkeypatch.setattr(socket, "getaddrinfo", no_network)
     first = FirstForward(monkeypatch)
     out = tmp_path / "from-hub"
-    assert run_pretrain_in_process([*RUN_ARGS, "--model_name_or_path", repo_id, "--cache_dir", cache,
-                                    "--max_train_steps", 1, "--output_dir", out]) == 0
+    assert (
+        run_pretrain_in_process(
+            [
+                *RUN_ARGS,
+                "--model_name_or_path",
+                repo_id,
+                "--cache_dir",
+                cache,
+                "--max_train_steps",
+                1,
+                "--output_dir",
+                out,
+            ]
+        )
+        == 0
+    )
     assert {filename for _, filename, _ in requests} >= {"config.json", "model.safetensors"}
     for name, tensor in load_file(str(finished_output / "model.safetensors")).items():
         torch.testing.assert_close(first.state[name], tensor, rtol=0, atol=0, msg=name)
@@ -122,16 +168,41 @@ def test_another_model_type_is_refused_before_any_data_is_read(tmp_path):
     foreign.mkdir()
     (foreign / "config.json").write_text(json.dumps({"model_type": "vit"}))
     with pytest.raises(ValueError, match=r"--model_name_or_path .* is not an IE-CL checkpoint: model_type='vit'"):
-        run_pretrain_in_process([*RUN_ARGS, "--model_name_or_path", foreign, "--dataset_name", tmp_path / "no-such-data",
-                                 "--output_dir", tmp_path / "out"])
+        run_pretrain_in_process(
+            [
+                *RUN_ARGS,
+                "--model_name_or_path",
+                foreign,
+                "--dataset_name",
+                tmp_path / "no-such-data",
+                "--output_dir",
+                tmp_path / "out",
+            ]
+        )
     with pytest.raises(ValueError, match="cannot read a model config"):
-        run_pretrain_in_process([*RUN_ARGS, "--model_name_or_path", tmp_path / "missing", "--output_dir", tmp_path / "out"])
+        run_pretrain_in_process(
+            [*RUN_ARGS, "--model_name_or_path", tmp_path / "missing", "--output_dir", tmp_path / "out"]
+        )
 
 
 def test_a_head_of_another_size_starts_fresh(finished_output, tmp_path, monkeypatch, capsys):
     first = FirstForward(monkeypatch)
-    assert run_pretrain_in_process([*RUN_ARGS, "--model_name_or_path", finished_output, "--projection_dim", 16,
-                                    "--max_train_steps", 1, "--output_dir", tmp_path / "out"]) == 0
+    assert (
+        run_pretrain_in_process(
+            [
+                *RUN_ARGS,
+                "--model_name_or_path",
+                finished_output,
+                "--projection_dim",
+                16,
+                "--max_train_steps",
+                1,
+                "--output_dir",
+                tmp_path / "out",
+            ]
+        )
+        == 0
+    )
     assert first.state["head.projector.layers.3.weight"].shape[0] == 16
     saved = load_file(str(finished_output / "model.safetensors"))
     torch.testing.assert_close(first.state["head.projector.layers.0.weight"], saved["head.projector.layers.0.weight"])
@@ -140,8 +211,18 @@ def test_a_head_of_another_size_starts_fresh(finished_output, tmp_path, monkeypa
 
 def test_flags_that_change_the_encoder_or_a_preset_are_refused(finished_output, tmp_path):
     with pytest.raises(ValueError, match="--preset cifar and --model_name_or_path"):
-        run_pretrain_in_process([*RUN_ARGS, "--model_name_or_path", finished_output, "--preset", "cifar",
-                                 "--output_dir", tmp_path / "out"])
+        run_pretrain_in_process(
+            [*RUN_ARGS, "--model_name_or_path", finished_output, "--preset", "cifar", "--output_dir", tmp_path / "out"]
+        )
     with pytest.raises(ValueError, match=r"lacks or mis-sizes encoder weights .*iecl\.backbone\.layer4"):
-        run_pretrain_in_process([*RUN_ARGS, "--model_name_or_path", finished_output, "--backbone_kwargs",
-                                 '{"channels": [8, 16, 32, 32]}', "--output_dir", tmp_path / "out"])
+        run_pretrain_in_process(
+            [
+                *RUN_ARGS,
+                "--model_name_or_path",
+                finished_output,
+                "--backbone_kwargs",
+                '{"channels": [8, 16, 32, 32]}',
+                "--output_dir",
+                tmp_path / "out",
+            ]
+        )

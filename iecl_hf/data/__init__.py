@@ -3,8 +3,8 @@
 from .augmentations import BatchedSimCLRAugmentation, SimCLRAugmentation, eval_transform, load_size_for
 from .decoding import decode_image
 from .loading import (
-    DatasetColumns,
     EMBEDDED_DATASET,
+    DatasetColumns,
     detect_columns,
     load_embedded_digits,
     load_image_dataset,

@@ -22,7 +22,9 @@ def load_embedded_digits(image_size: int = 32, test_fraction: float = 0.2, seed:
 
     digits = load_digits()
     pixels = (digits.images / 16.0 * 255).round().astype(np.uint8)
-    images = [Image.fromarray(p, mode="L").resize((image_size, image_size), Image.BILINEAR).convert("RGB") for p in pixels]
+    images = [
+        Image.fromarray(p, mode="L").resize((image_size, image_size), Image.BILINEAR).convert("RGB") for p in pixels
+    ]
     train_idx, test_idx = train_test_split(
         np.arange(len(images)), test_size=test_fraction, random_state=seed, stratify=digits.target
     )
@@ -32,27 +34,26 @@ def load_embedded_digits(image_size: int = 32, test_fraction: float = 0.2, seed:
 
     def split(indices):
         return datasets.Dataset.from_dict(
-            {"image": [images[i] for i in indices], "label": [int(digits.target[i]) for i in indices]}, features=features
+            {"image": [images[i] for i in indices], "label": [int(digits.target[i]) for i in indices]},
+            features=features,
         )
 
     return datasets.DatasetDict({"train": split(train_idx), "test": split(test_idx)})
 
 
 def _local_loader_args(path: str):
-    """(builder, kwargs) for a local path: a parquet/arrow/csv file, a saved dataset, a repo-style folder, or an image folder."""
-    if os.path.isfile(path):
-        ext = path.rsplit(".", 1)[-1].lower()
-        builder = {"parquet": "parquet", "arrow": "arrow", "csv": "csv", "json": "json", "jsonl": "json"}.get(ext)
-        if builder is None:
-            raise ValueError(f"--dataset_name {path!r}: cannot read a .{ext} file; give parquet, arrow, csv or json files, or a folder.")
-        return builder, {"data_files": path}
-    files = [os.path.join(root, f) for root, _, names in os.walk(path) for f in names]
-    if any(f.endswith((".parquet", ".arrow")) for f in files) or os.path.exists(os.path.join(path, "README.md")):
+    """(path or builder, kwargs) for `datasets.load_dataset`. A folder goes as it is: datasets infers its format
+    (parquet/arrow/csv/json files, a repo-style layout, or an image folder with labels from the folder names). A single
+    file needs its builder named."""
+    if os.path.isdir(path):
         return path, {}
-    image_ext = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-    if any(f.lower().endswith(image_ext) for f in files):
-        return "imagefolder", {"data_dir": path}
-    return path, {}
+    ext = path.rsplit(".", 1)[-1].lower()
+    builder = {"parquet": "parquet", "arrow": "arrow", "csv": "csv", "json": "json", "jsonl": "json"}.get(ext)
+    if builder is None:
+        raise ValueError(
+            f"--dataset_name {path!r}: cannot read a .{ext} file; give parquet, arrow, csv or json files, or a folder."
+        )
+    return builder, {"data_files": path}
 
 
 def load_image_dataset(
@@ -79,19 +80,27 @@ def load_image_dataset(
                 dataset = datasets.load_from_disk(dataset_name)
                 return _to_iterable(dataset) if streaming else dataset
             builder, builder_kwargs = _local_loader_args(dataset_name)
-            return datasets.load_dataset(builder, dataset_config_name, streaming=streaming, cache_dir=cache_dir, **builder_kwargs, **kwargs)
+            return datasets.load_dataset(
+                builder, dataset_config_name, streaming=streaming, cache_dir=cache_dir, **builder_kwargs, **kwargs
+            )
         except Exception as error:  # datasets fails on empty splits with errors that do not say so
             empty = _empty_local_splits(dataset_name)
             if empty:
-                raise ValueError(f"The local dataset {dataset_name!r} has empty split(s) or file(s): {empty} (0 rows). "
-                                 "Remove them or add images.") from error
+                raise ValueError(
+                    f"The local dataset {dataset_name!r} has empty split(s) or file(s): {empty} (0 rows). "
+                    "Remove them or add images."
+                ) from error
             if isinstance(error, ValueError) and str(error).startswith("--dataset_name"):
                 raise
-            raise ValueError(f"Could not read the local dataset {dataset_name!r} ({type(error).__name__}: {error}). "
-                             "Expected a folder saved with `save_to_disk`, parquet/arrow files (or a folder of them), "
-                             "or an image folder (class_name/image.jpg).") from error
+            raise ValueError(
+                f"Could not read the local dataset {dataset_name!r} ({type(error).__name__}: {error}). "
+                "Expected a folder saved with `save_to_disk`, parquet/arrow files (or a folder of them), "
+                "or an image folder (class_name/image.jpg)."
+            ) from error
     try:
-        return datasets.load_dataset(dataset_name, dataset_config_name, streaming=streaming, cache_dir=cache_dir, **kwargs)
+        return datasets.load_dataset(
+            dataset_name, dataset_config_name, streaming=streaming, cache_dir=cache_dir, **kwargs
+        )
     except Exception as error:  # offline, unknown id, private repo, ...
         raise ValueError(
             f"Could not load dataset {dataset_name!r} ({type(error).__name__}: {error}). If the Hugging Face Hub is "
@@ -117,7 +126,9 @@ def _empty_local_splits(path: str) -> list[str]:
         except (OSError, ValueError):
             pass
         return empty
-    files = [path] if os.path.isfile(path) else [os.path.join(root, f) for root, _, names in os.walk(path) for f in names]
+    files = (
+        [path] if os.path.isfile(path) else [os.path.join(root, f) for root, _, names in os.walk(path) for f in names]
+    )
     for file in sorted(files):
         if file.endswith(".parquet"):
             try:
@@ -131,14 +142,18 @@ def _empty_local_splits(path: str) -> list[str]:
 
 
 def _to_iterable(dataset: datasets.DatasetDict) -> datasets.IterableDatasetDict:
-    return datasets.IterableDatasetDict({name: split.to_iterable_dataset(num_shards=1) for name, split in dataset.items()})
+    return datasets.IterableDatasetDict(
+        {name: split.to_iterable_dataset(num_shards=1) for name, split in dataset.items()}
+    )
 
 
 def is_class_id_feature(feature) -> bool:
     """A ClassLabel, or an integer Value: something `int(label)` turns into a class id."""
     if isinstance(feature, datasets.ClassLabel):
         return True
-    return isinstance(feature, datasets.Value) and (feature.dtype.startswith("int") or feature.dtype.startswith("uint"))
+    return isinstance(feature, datasets.Value) and (
+        feature.dtype.startswith("int") or feature.dtype.startswith("uint")
+    )
 
 
 @dataclass
@@ -148,34 +163,48 @@ class DatasetColumns:
     label_names: list[str] | None
 
 
-def detect_columns(features, image_column: str | None = None, label_column: str | None = None, require_label: bool = False) -> DatasetColumns:
+def detect_columns(
+    features, image_column: str | None = None, label_column: str | None = None, require_label: bool = False
+) -> DatasetColumns:
     """Find the image and label columns (or check the given ones), with an error listing what exists."""
     if features is None:
-        raise ValueError("The dataset has no known features (a streaming dataset without a schema): pass --image_column.")
+        raise ValueError(
+            "The dataset has no known features (a streaming dataset without a schema): pass --image_column."
+        )
     available = list(features)
     if image_column is not None:
         if image_column not in features:
-            raise ValueError(f"--image_column {image_column!r} is not a column of the dataset; available columns: {available}.")
+            raise ValueError(
+                f"--image_column {image_column!r} is not a column of the dataset; available columns: {available}."
+            )
     else:
         typed = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
         named = [name for name in IMAGE_COLUMN_CANDIDATES if name in features]
         if not (typed or named):
-            raise ValueError(f"No image column found (looked for an Image feature or one of {list(IMAGE_COLUMN_CANDIDATES)}); "
-                             f"available columns: {available}. Pass --image_column NAME.")
+            raise ValueError(
+                f"No image column found (looked for an Image feature or one of {list(IMAGE_COLUMN_CANDIDATES)}); "
+                f"available columns: {available}. Pass --image_column NAME."
+            )
         image_column = (typed or named)[0]
     if label_column is not None:
         if label_column not in features:
-            raise ValueError(f"--label_column {label_column!r} is not a column of the dataset; available columns: {available}.")
+            raise ValueError(
+                f"--label_column {label_column!r} is not a column of the dataset; available columns: {available}."
+            )
         if not is_class_id_feature(features[label_column]):
-            raise ValueError(f"--label_column {label_column!r} holds {features[label_column]!r}, not integer class ids "
-                             f"(a ClassLabel or an integer Value); available columns: {available}.")
+            raise ValueError(
+                f"--label_column {label_column!r} holds {features[label_column]!r}, not integer class ids "
+                f"(a ClassLabel or an integer Value); available columns: {available}."
+            )
     else:
         typed = [name for name, feature in features.items() if isinstance(feature, datasets.ClassLabel)]
         named = [name for name in LABEL_COLUMN_CANDIDATES if name in features and is_class_id_feature(features[name])]
         label_column = (typed or named or [None])[0]
     if require_label and label_column is None:
-        raise ValueError(f"The dataset has no label column (looked for a ClassLabel or one of {list(LABEL_COLUMN_CANDIDATES)}); "
-                         f"available columns: {available}. Pass --label_column NAME, or use a labelled dataset.")
+        raise ValueError(
+            f"The dataset has no label column (looked for a ClassLabel or one of {list(LABEL_COLUMN_CANDIDATES)}); "
+            f"available columns: {available}. Pass --label_column NAME, or use a labelled dataset."
+        )
     label_names = None
     if label_column is not None and isinstance(features[label_column], datasets.ClassLabel):
         label_names = list(features[label_column].names)

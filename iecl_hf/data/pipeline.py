@@ -57,8 +57,11 @@ def apply_example_transform(dataset, transform: ExampleTransform):
     if isinstance(dataset, datasets.IterableDataset):
         keep = [c for c in (transform.columns.image, transform.columns.label) if c]
         return dataset.select_columns(keep).map(
-            lambda example: {"example": transform.transform_example(example[transform.columns.image],
-                                                                     example.get(transform.columns.label))},
+            lambda example: {
+                "example": transform.transform_example(
+                    example[transform.columns.image], example.get(transform.columns.label)
+                )
+            },
             remove_columns=keep,
         )
     return dataset.with_transform(transform)
@@ -66,13 +69,17 @@ def apply_example_transform(dataset, transform: ExampleTransform):
 
 def make_two_view_dataset(dataset, columns: DatasetColumns, augmentation):
     """Each example -> {"pixel_values", "pixel_values_2" (two augmented views in [0, 1]), "labels"?}."""
-    return apply_example_transform(dataset, ExampleTransform(columns, {"pixel_values": augmentation, "pixel_values_2": augmentation}))
+    return apply_example_transform(
+        dataset, ExampleTransform(columns, {"pixel_values": augmentation, "pixel_values_2": augmentation})
+    )
 
 
 def make_uint8_dataset(dataset, columns: DatasetColumns, image_size: int):
     """Each example -> {"images" (uint8, load size), "labels"?}: the loader only decodes and resizes; the
     SimCLR augmentation runs batched on the device (`BatchedSimCLRAugmentation`)."""
-    return apply_example_transform(dataset, ExampleTransform(columns, {"images": uint8_transform(load_size_for(image_size))}))
+    return apply_example_transform(
+        dataset, ExampleTransform(columns, {"images": uint8_transform(load_size_for(image_size))})
+    )
 
 
 def make_eval_dataset(dataset, columns: DatasetColumns, image_size: int):

@@ -30,9 +30,9 @@ def dataset_identity(dataset_name: str | None) -> tuple[str, str]:
 def metric_display_name(key: str, augment: bool = False) -> str:
     """'linear_top1' -> 'Linear probe top-1'; 'knn_k20_top1' -> 'kNN (k=20) top-1'."""
     if key.startswith("linear_top"):
-        return f"Linear probe{' (augmented)' if augment else ''} top-{key[len('linear_top'):]}"
+        return f"Linear probe{' (augmented)' if augment else ''} top-{key[len('linear_top') :]}"
     if key.startswith("knn_k"):
-        k, top = key[len("knn_k"):].split("_top")
+        k, top = key[len("knn_k") :].split("_top")
         return f"kNN (k={k}) top-{top}"
     return key
 
@@ -150,7 +150,12 @@ def update_model_card(folder: str, results: dict) -> ModelCard:
     card.data.eval_results = kept + new_results
     if not card.data.model_name:
         card.data.model_name = os.path.basename(os.path.normpath(folder))
-    section = f"{TABLE_START}\n## Linear evaluation\n\n{results_table(card.data.eval_results)}\n\nMeasured with `recipes/linear_eval.py` (frozen encoder; see the linear-eval output's card for the protocol).\n{TABLE_END}"
+    section = (
+        f"{TABLE_START}\n## Linear evaluation\n\n{results_table(card.data.eval_results)}\n\n"
+        "Measured with `recipes/linear_eval.py` (frozen encoder; "
+        "see the linear-eval output's card for the protocol).\n"
+        f"{TABLE_END}"
+    )
     card.text = _with_section(card.text, section)
     card.save(path)
     return card
@@ -167,5 +172,11 @@ def _with_section(text: str, section: str) -> str:
     return f"{text.rstrip()}\n\n{section}\n"
 
 
-__all__ = ["dataset_identity", "eval_results_from", "metric_display_name", "render_linear_eval_card", "results_table",
-           "update_model_card"]
+__all__ = [
+    "dataset_identity",
+    "eval_results_from",
+    "metric_display_name",
+    "render_linear_eval_card",
+    "results_table",
+    "update_model_card",
+]

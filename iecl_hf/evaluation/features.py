@@ -20,7 +20,9 @@ def extract_features(encoder, dataloader, device=None, normalize=None, gather=No
         if normalize is not None:
             images = normalize(images)
         pooled = encoder(images).pooler_output.float()
-        batch_labels = batch["labels"].to(device) if "labels" in batch else torch.full((len(images),), -1, device=device)
+        batch_labels = (
+            batch["labels"].to(device) if "labels" in batch else torch.full((len(images),), -1, device=device)
+        )
         if gather is not None:
             pooled, batch_labels = gather(pooled), gather(batch_labels)
         features.append(pooled.cpu())

@@ -28,7 +28,9 @@ def weighted_knn_predict(
     return torch.cat(scores)
 
 
-def knn_accuracy(train_features, train_labels, test_features, test_labels, num_classes=None, k=20, temperature=0.07) -> float:
+def knn_accuracy(
+    train_features, train_labels, test_features, test_labels, num_classes=None, k=20, temperature=0.07
+) -> float:
     """Top-1 accuracy (0-1) of the weighted kNN classifier."""
     num_classes = num_classes or int(max(train_labels.max(), test_labels.max()).item()) + 1
     scores = weighted_knn_predict(train_features, train_labels, test_features, num_classes, k, temperature)

@@ -1,6 +1,6 @@
 """The stages of a linear evaluation, in the order `recipes/linear_eval.py` calls them:
 
-    load_encoder -> load_splits -> extract_split_features -> train_probe -> score -> results_record -> save_outputs
+load_encoder -> load_splits -> extract_split_features -> train_probe -> score -> results_record -> save_outputs
 """
 
 import json
@@ -37,7 +37,9 @@ from .plots import save_features_2d
 
 def load_encoder(args, accelerator, **hub_kwargs):
     """The frozen encoder (on the device) and the image processor saved beside it."""
-    encoder, image_processor, notice = load_frozen_encoder(args.model_name_or_path, args.random_init, args.seed, **hub_kwargs)
+    encoder, image_processor, notice = load_frozen_encoder(
+        args.model_name_or_path, args.random_init, args.seed, **hub_kwargs
+    )
     if notice:
         accelerator.print(f"notice: {notice}")
     return encoder.to(accelerator.device), image_processor
@@ -45,9 +47,20 @@ def load_encoder(args, accelerator, **hub_kwargs):
 
 def load_splits(args, image_size: int, accelerator):
     """Labelled train and test splits (a stratified hold-out of train when there is no test split)."""
-    dataset = load_image_dataset(args.dataset_name, args.dataset_config_name, image_size=image_size, cache_dir=args.cache_dir)
-    splits = prepare_eval_splits(dataset, args.train_split, args.test_split, args.image_column, args.label_column,
-                                 args.holdout_fraction, args.seed, args.max_train_samples, args.max_test_samples)
+    dataset = load_image_dataset(
+        args.dataset_name, args.dataset_config_name, image_size=image_size, cache_dir=args.cache_dir
+    )
+    splits = prepare_eval_splits(
+        dataset,
+        args.train_split,
+        args.test_split,
+        args.image_column,
+        args.label_column,
+        args.holdout_fraction,
+        args.seed,
+        args.max_train_samples,
+        args.max_test_samples,
+    )
     for notice in splits.notices:
         accelerator.print(f"notice: {notice}")
     return splits
@@ -63,21 +76,38 @@ class SplitFeatures:
 
 def extract_split_features(encoder, image_processor, splits, args, accelerator) -> SplitFeatures:
     """Pooled features of both splits with the saved preprocessing, extracted once (cached in OUT/features_cache)."""
-    cache_key = {"encoder": encoder_fingerprint(encoder), "image_processor": image_processor.to_dict(),
-                 "dataset": args.dataset_name or EMBEDDED_DATASET, "dataset_config": args.dataset_config_name,
-                 "image_column": splits.columns.image, "label_column": splits.columns.label}
+    cache_key = {
+        "encoder": encoder_fingerprint(encoder),
+        "image_processor": image_processor.to_dict(),
+        "dataset": args.dataset_name or EMBEDDED_DATASET,
+        "dataset_config": args.dataset_config_name,
+        "image_column": splits.columns.image,
+        "label_column": splits.columns.label,
+    }
     result = SplitFeatures({}, {}, {}, cache_key["encoder"])
     for role, split in (("train", splits.train), ("test", splits.test)):
-        loader = accelerator.prepare(image_dataloader(split, splits.columns, ProcessorTransform(image_processor),
-                                                      args.per_device_eval_batch_size, num_workers=args.dataloader_num_workers))
+        loader = accelerator.prepare(
+            image_dataloader(
+                split,
+                splits.columns,
+                ProcessorTransform(image_processor),
+                args.per_device_eval_batch_size,
+                num_workers=args.dataloader_num_workers,
+            )
+        )
         key = {**cache_key, "split": role, "split_fingerprint": split._fingerprint, "num_rows": len(split)}
-        features, labels, from_cache = cached_features(encoder, loader, os.path.join(args.output_dir, "features_cache"), key,
-                                                       accelerator, args.overwrite_cache)
+        features, labels, from_cache = cached_features(
+            encoder, loader, os.path.join(args.output_dir, "features_cache"), key, accelerator, args.overwrite_cache
+        )
         result.features[role], result.labels[role] = features.to(accelerator.device), labels.to(accelerator.device)
         result.from_cache[role] = from_cache
-        accelerator.print(f"{role}: {len(features)} images, {features.shape[1]}-d features" + (" (cached)" if from_cache else ""))
+        accelerator.print(
+            f"{role}: {len(features)} images, {features.shape[1]}-d features" + (" (cached)" if from_cache else "")
+        )
     if min(result.labels["train"].min().item(), result.labels["test"].min().item()) < 0:
-        raise ValueError(f"--label_column {splits.columns.label!r} has negative labels (unlabelled images?); use a labelled split.")
+        raise ValueError(
+            f"--label_column {splits.columns.label!r} has negative labels (unlabelled images?); use a labelled split."
+        )
     return result
 
 
@@ -89,14 +119,33 @@ def train_probe(encoder, image_processor, splits, split_features: SplitFeatures,
     probe = LinearProbe(train_features.shape[1], len(splits.label_names), mean, std).to(accelerator.device)
     optimizer_kwargs = dict(optimizer=args.optimizer, learning_rate=args.learning_rate, weight_decay=args.weight_decay)
     if args.augment:
-        augmented = accelerator.prepare(image_dataloader(
-            splits.train, splits.columns, probe_augmentation(image_processor, encoder.config.image_size), args.batch_size,
-            shuffle=True, num_workers=args.dataloader_num_workers, seed=args.seed))
-        history = fit_linear_probe(probe, encoded_batches(encoder, augmented), args.num_epochs, len(augmented),
-                                   accelerator=accelerator, **optimizer_kwargs)
+        augmented = accelerator.prepare(
+            image_dataloader(
+                splits.train,
+                splits.columns,
+                probe_augmentation(image_processor, encoder.config.image_size),
+                args.batch_size,
+                shuffle=True,
+                num_workers=args.dataloader_num_workers,
+                seed=args.seed,
+            )
+        )
+        history = fit_linear_probe(
+            probe,
+            encoded_batches(encoder, augmented),
+            args.num_epochs,
+            len(augmented),
+            accelerator=accelerator,
+            **optimizer_kwargs,
+        )
     else:
-        history = fit_linear_probe(probe, feature_batches(train_features, train_labels, args.batch_size, args.seed),
-                                   args.num_epochs, steps_per_epoch(len(train_features), args.batch_size), **optimizer_kwargs)
+        history = fit_linear_probe(
+            probe,
+            feature_batches(train_features, train_labels, args.batch_size, args.seed),
+            args.num_epochs,
+            steps_per_epoch(len(train_features), args.batch_size),
+            **optimizer_kwargs,
+        )
     return probe, history
 
 
@@ -109,16 +158,31 @@ def score(probe, split_features: SplitFeatures, num_classes: int, args, accelera
     with torch.no_grad():
         test_logits = probe(features["test"])
         train_predictions = probe(features["train"]).argmax(1)
-    figures = {"linear_top1": metric.accuracy(test_logits.argmax(1), labels["test"]),
-               "linear_top5": metric.top_k_accuracy(test_logits, labels["test"], 5) if num_classes > 5 else None}
+    figures = {
+        "linear_top1": metric.accuracy(test_logits.argmax(1), labels["test"]),
+        "linear_top5": metric.top_k_accuracy(test_logits, labels["test"], 5) if num_classes > 5 else None,
+    }
     for k in args.knn_k:
-        scores = weighted_knn_predict(features["train"], labels["train"], features["test"], num_classes, k, args.knn_temperature)
+        scores = weighted_knn_predict(
+            features["train"], labels["train"], features["test"], num_classes, k, args.knn_temperature
+        )
         figures[f"knn_k{k}_top1"] = metric.accuracy(scores.argmax(1), labels["test"])
     return figures, metric.accuracy(train_predictions, labels["train"]), metric
 
 
-def results_record(args, splits, split_features: SplitFeatures, image_processor, image_size, figures, train_top1, metric,
-                   history, num_processes, started) -> dict:
+def results_record(
+    args,
+    splits,
+    split_features: SplitFeatures,
+    image_processor,
+    image_size,
+    figures,
+    train_top1,
+    metric,
+    history,
+    num_processes,
+    started,
+) -> dict:
     """The content of eval_results.json: protocol, figures, dataset, split sizes, seed, versions."""
     import transformers
 
@@ -130,20 +194,44 @@ def results_record(args, splits, split_features: SplitFeatures, image_processor,
         "checkpoint": args.model_name_or_path,
         "random_init": args.random_init,
         "encoder_fingerprint": split_features.fingerprint,
-        "dataset": {"name": args.dataset_name or EMBEDDED_DATASET, "config": args.dataset_config_name, "type": dataset_type,
-                    "pretty_name": pretty_name, "train_split": args.train_split, "test_split": splits.test_split,
-                    "image_column": splits.columns.image, "label_column": splits.columns.label,
-                    "num_train": len(features["train"]), "num_test": len(features["test"]),
-                    "skipped_images": {"train": len(splits.train) - len(features["train"]),
-                                       "test": len(splits.test) - len(features["test"])},
-                    "num_classes": len(splits.label_names), "label_names": splits.label_names},
+        "dataset": {
+            "name": args.dataset_name or EMBEDDED_DATASET,
+            "config": args.dataset_config_name,
+            "type": dataset_type,
+            "pretty_name": pretty_name,
+            "train_split": args.train_split,
+            "test_split": splits.test_split,
+            "image_column": splits.columns.image,
+            "label_column": splits.columns.label,
+            "num_train": len(features["train"]),
+            "num_test": len(features["test"]),
+            "skipped_images": {
+                "train": len(splits.train) - len(features["train"]),
+                "test": len(splits.test) - len(features["test"]),
+            },
+            "num_classes": len(splits.label_names),
+            "label_names": splits.label_names,
+        },
         "protocol": {
             "encoder": "frozen, eval mode; pooled backbone features (pooler_output)",
             "preprocessing": f"saved image processor ({type(image_processor).__name__}), {image_size} px",
-            "linear_probe": {"loss": "cross-entropy", "optimizer": args.optimizer, "learning_rate": args.learning_rate,
-                             "weight_decay": args.weight_decay, "schedule": "cosine", "epochs": args.num_epochs,
-                             "batch_size": args.batch_size, "standardize": args.standardize, "augment": args.augment},
-            "knn": {"similarity": "cosine", "k": args.knn_k, "temperature": args.knn_temperature, "weighting": "exp(sim / T)"},
+            "linear_probe": {
+                "loss": "cross-entropy",
+                "optimizer": args.optimizer,
+                "learning_rate": args.learning_rate,
+                "weight_decay": args.weight_decay,
+                "schedule": "cosine",
+                "epochs": args.num_epochs,
+                "batch_size": args.batch_size,
+                "standardize": args.standardize,
+                "augment": args.augment,
+            },
+            "knn": {
+                "similarity": "cosine",
+                "k": args.knn_k,
+                "temperature": args.knn_temperature,
+                "weighting": "exp(sim / T)",
+            },
             "embedding_2d": args.embedding_2d,
         },
         "figures": figures,
@@ -169,21 +257,34 @@ def save_outputs(results, encoder, probe, image_processor, splits, split_feature
     build_classifier(encoder, probe, splits.label_names).save_pretrained(output_dir)
     image_processor.save_pretrained(output_dir)
     test_features, test_labels = split_features.features["test"].cpu(), split_features.labels["test"].cpu()
-    save_features_2d(test_features, test_labels, splits.label_names, os.path.join(output_dir, "features_2d.png"),
-                     args.embedding_2d, seed=args.seed)
+    save_features_2d(
+        test_features,
+        test_labels,
+        splits.label_names,
+        os.path.join(output_dir, "features_2d.png"),
+        args.embedding_2d,
+        seed=args.seed,
+    )
     command = "python recipes/linear_eval.py " + shlex.join(sys.argv[1:] if argv is None else [str(a) for a in argv])
-    render_linear_eval_card(results, repo_id=args.hub_model_id, command=command).save(os.path.join(output_dir, "README.md"))
+    render_linear_eval_card(results, repo_id=args.hub_model_id, command=command).save(
+        os.path.join(output_dir, "README.md")
+    )
     if args.update_model_card:
         if os.path.isdir(args.model_name_or_path):
             update_model_card(args.model_name_or_path, results)
             say(f"Updated the model card {os.path.join(args.model_name_or_path, 'README.md')}.")
         else:
-            say(f"notice: --update_model_card: {args.model_name_or_path!r} is not a local folder; its card was not changed.")
+            say(
+                f"notice: --update_model_card: {args.model_name_or_path!r} is not a local folder; "
+                "its card was not changed."
+            )
 
     figures, pretty_name = results["figures"], results["dataset"]["pretty_name"]
     floor = " (random-init floor)" if args.random_init else ""
     top5 = f", top-5 {100 * figures['linear_top5']:.2f} %" if figures["linear_top5"] is not None else ""
-    say(f"Linear probe{floor} on {pretty_name} [{splits.test_split}, {len(test_features)} images]: "
-        f"top-1 {100 * figures['linear_top1']:.2f} %{top5}")
+    say(
+        f"Linear probe{floor} on {pretty_name} [{splits.test_split}, {len(test_features)} images]: "
+        f"top-1 {100 * figures['linear_top1']:.2f} %{top5}"
+    )
     say("Weighted kNN: " + ", ".join(f"k={k} top-1 {100 * figures[f'knn_k{k}_top1']:.2f} %" for k in args.knn_k))
     say(f"Wrote {output_dir} (eval_results.json, classifier, features_2d.png, README.md) in {results['seconds']} s.")

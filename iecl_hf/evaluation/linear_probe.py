@@ -26,6 +26,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 from ..configuration_iecl import IECLConfig
+from ..data.augmentations import crop_scale
 from ..data.loading import DatasetColumns, detect_columns
 from ..data.pipeline import ExampleTransform, TwoViewCollator, apply_example_transform
 from ..hub.checkpoints import fetch_config_dict
@@ -70,8 +71,10 @@ def load_frozen_encoder(name_or_path: str, random_init: bool = False, seed: int 
         processor = AutoImageProcessor.from_pretrained(name_or_path, **hub_kwargs)
     except (OSError, ValueError):
         processor = build_image_processor(encoder.config)
-        notice = (f"{name_or_path!r} has no saved image processor: using the default one of its config "
-                  f"(resize/centre crop to {encoder.config.image_size} px, mean {encoder.config.image_mean}).")
+        notice = (
+            f"{name_or_path!r} has no saved image processor: using the default one of its config "
+            f"(resize/centre crop to {encoder.config.image_size} px, mean {encoder.config.image_mean})."
+        )
     return encoder, processor, notice
 
 
@@ -100,9 +103,17 @@ class EvalSplits:
     notices: list[str] = field(default_factory=list)
 
 
-def prepare_eval_splits(dataset, train_split: str = "train", test_split: str = "test", image_column: str | None = None,
-                        label_column: str | None = None, holdout_fraction: float = 0.2, seed: int = 0,
-                        max_train_samples: int | None = None, max_test_samples: int | None = None) -> EvalSplits:
+def prepare_eval_splits(
+    dataset,
+    train_split: str = "train",
+    test_split: str = "test",
+    image_column: str | None = None,
+    label_column: str | None = None,
+    holdout_fraction: float = 0.2,
+    seed: int = 0,
+    max_train_samples: int | None = None,
+    max_test_samples: int | None = None,
+) -> EvalSplits:
     """Pick the labelled train and test splits of a `DatasetDict`.
 
     Without a `test_split`, a stratified `holdout_fraction` of the train split (seeded) is the test split, with a
@@ -115,7 +126,9 @@ def prepare_eval_splits(dataset, train_split: str = "train", test_split: str = "
         raise ValueError("Linear evaluation needs the whole dataset: load it without --streaming.")
     available = list(dataset)
     if train_split not in dataset:
-        raise ValueError(f"--train_split {train_split!r} is not a split of the dataset; available splits: {available}.")
+        raise ValueError(
+            f"--train_split {train_split!r} is not a split of the dataset; available splits: {available}."
+        )
     train = dataset[train_split]
     columns = detect_columns(train.features, image_column, label_column, require_label=True)
     notices = []
@@ -132,7 +145,8 @@ def prepare_eval_splits(dataset, train_split: str = "train", test_split: str = "
         test_description = f"{train_split} (held-out {holdout_fraction:.0%})"
         notices.append(
             f"No {test_split!r} split (splits: {available}): holding out {holdout_fraction:.0%} of {train_split!r} "
-            f"({'stratified by label, ' if stratified else ''}seed {seed}) as the test split. Use --test_split NAME for "
+            f"({'stratified by label, ' if stratified else ''}seed {seed}) as the test split. "
+            "Use --test_split NAME for "
             "another split, --holdout_fraction to change the fraction."
         )
     columns = DatasetColumns(image=columns.image, label=columns.label, label_names=label_names)
@@ -148,7 +162,9 @@ def _encode_labels(train, test, column):
         return train, test, list(feature.names)
     values = set(train.unique(column)) | (set(test.unique(column)) if test is not None else set())
     if None in values:
-        raise ValueError(f"--label_column {column!r} has missing labels (None); remove those rows or pick another column.")
+        raise ValueError(
+            f"--label_column {column!r} has missing labels (None); remove those rows or pick another column."
+        )
     values = sorted(values, key=lambda value: (isinstance(value, str), value))
     index = {value: i for i, value in enumerate(values)}
     names = [str(value) for value in values]
@@ -158,7 +174,9 @@ def _encode_labels(train, test, column):
             return None
         features = split.features.copy()
         features[column] = datasets.ClassLabel(names=names)
-        return split.map(lambda labels: {column: [index[v] for v in labels]}, input_columns=column, batched=True, features=features)
+        return split.map(
+            lambda labels: {column: [index[v] for v in labels]}, input_columns=column, batched=True, features=features
+        )
 
     return encode(train), encode(test), names
 
@@ -194,23 +212,37 @@ class ProcessorTransform:
 
 def probe_augmentation(image_processor, image_size: int):
     """Crops for the augmented protocol: random resized crop + flip, normalized like the image processor."""
-    small = image_size < 96
-    return v2.Compose([
-        v2.ToImage(),
-        v2.RandomResizedCrop(image_size, scale=(0.2, 1.0) if small else (0.08, 1.0), antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(list(image_processor.image_mean), list(image_processor.image_std)),
-    ])
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.RandomResizedCrop(image_size, scale=crop_scale(image_size), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(image_processor.image_mean), list(image_processor.image_std)),
+        ]
+    )
 
 
-def image_dataloader(split, columns: DatasetColumns, transform, batch_size: int, shuffle: bool = False,
-                     num_workers: int = 0, seed: int = 0) -> torch.utils.data.DataLoader:
+def image_dataloader(
+    split,
+    columns: DatasetColumns,
+    transform,
+    batch_size: int,
+    shuffle: bool = False,
+    num_workers: int = 0,
+    seed: int = 0,
+) -> torch.utils.data.DataLoader:
     """Batches {"pixel_values", "labels", "num_skipped"}; undecodable images are skipped and counted."""
     dataset = apply_example_transform(split, ExampleTransform(columns, {"pixel_values": transform}))
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                                       collate_fn=TwoViewCollator(), generator=generator)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        collate_fn=TwoViewCollator(),
+        generator=generator,
+    )
 
 
 def cached_features(encoder, dataloader, cache_dir: str, key: dict, accelerator=None, overwrite: bool = False):
@@ -219,7 +251,9 @@ def cached_features(encoder, dataloader, cache_dir: str, key: dict, accelerator=
 
     Files: `cache_dir/<split>-<hash of key>.pt`, loaded with `torch.load(weights_only=True)`.
     """
-    digest = hashlib.sha256(json.dumps({**key, "format": CACHE_FORMAT_VERSION}, sort_keys=True, default=str).encode()).hexdigest()
+    digest = hashlib.sha256(
+        json.dumps({**key, "format": CACHE_FORMAT_VERSION}, sort_keys=True, default=str).encode()
+    ).hexdigest()
     path = os.path.join(cache_dir, f"{key.get('split', 'features')}-{digest[:16]}.pt")
     if os.path.exists(path) and not overwrite:
         cached = torch.load(path, weights_only=True)
@@ -229,7 +263,9 @@ def cached_features(encoder, dataloader, cache_dir: str, key: dict, accelerator=
     if accelerator is None or accelerator.is_main_process:
         os.makedirs(cache_dir, exist_ok=True)
         temporary = f"{path}.tmp{os.getpid()}"
-        torch.save({"features": features, "labels": labels, "key": json.dumps(key, sort_keys=True, default=str)}, temporary)
+        torch.save(
+            {"features": features, "labels": labels, "key": json.dumps(key, sort_keys=True, default=str)}, temporary
+        )
         os.replace(temporary, path)
     return features, labels, False
 
@@ -242,8 +278,13 @@ class LinearProbe(nn.Module):
     """`linear((features - feature_mean) / feature_std)`; zero-initialized (the problem is convex, so the result
     does not depend on a random init). Without statistics it is a plain linear layer."""
 
-    def __init__(self, num_features: int, num_classes: int, feature_mean: torch.Tensor | None = None,
-                 feature_std: torch.Tensor | None = None):
+    def __init__(
+        self,
+        num_features: int,
+        num_classes: int,
+        feature_mean: torch.Tensor | None = None,
+        feature_std: torch.Tensor | None = None,
+    ):
         super().__init__()
         mean = torch.zeros(num_features) if feature_mean is None else feature_mean.detach().float().clone()
         std = torch.ones(num_features) if feature_std is None else feature_std.detach().float().clone()
@@ -306,15 +347,25 @@ def encoded_batches(encoder, dataloader):
 
 def make_optimizer(parameters, name: str = "sgd", learning_rate: float | None = None, weight_decay: float = 0.0):
     if name not in DEFAULT_LEARNING_RATES:
-        raise ValueError(f"--optimizer {name!r} is not supported; allowed values: {', '.join(DEFAULT_LEARNING_RATES)}.")
+        raise ValueError(
+            f"--optimizer {name!r} is not supported; allowed values: {', '.join(DEFAULT_LEARNING_RATES)}."
+        )
     learning_rate = DEFAULT_LEARNING_RATES[name] if learning_rate is None else learning_rate
     if name == "sgd":
         return torch.optim.SGD(parameters, lr=learning_rate, momentum=0.9, weight_decay=weight_decay)
     return torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
 
 
-def fit_linear_probe(probe: LinearProbe, batches, epochs: int, steps_per_epoch: int, optimizer: str = "sgd",
-                     learning_rate: float | None = None, weight_decay: float = 0.0, accelerator=None) -> list[float]:
+def fit_linear_probe(
+    probe: LinearProbe,
+    batches,
+    epochs: int,
+    steps_per_epoch: int,
+    optimizer: str = "sgd",
+    learning_rate: float | None = None,
+    weight_decay: float = 0.0,
+    accelerator=None,
+) -> list[float]:
     """Train `probe` in place with cross-entropy and a cosine schedule (to 0 over all steps); returns the mean
     training loss of each epoch. With `accelerator`, the probe is prepared (DDP over processes, for `--augment`)."""
     torch_optimizer = make_optimizer(probe.parameters(), optimizer, learning_rate, weight_decay)

@@ -34,7 +34,8 @@ class AccuracyMetric:
         except Exception as error:  # offline (FileNotFoundError), missing dependency, broken cache, ...
             first_line = str(error).splitlines()[0] if str(error) else ""
             self.notice = (
-                f"evaluate.load({name_or_path!r}) is unavailable ({type(error).__name__}: {first_line}); the accuracies "
+                f"evaluate.load({name_or_path!r}) is unavailable ({type(error).__name__}: {first_line}); "
+                "the accuracies "
                 "below come from iecl_hf's own code, with the same definition (mean of prediction == reference)."
             )
 
@@ -45,7 +46,9 @@ class AccuracyMetric:
         if len(references) == 0:
             raise ValueError("Accuracy of an empty set of references is undefined.")
         if self.metric is not None:
-            return float(self.metric.compute(predictions=predictions.tolist(), references=references.tolist())["accuracy"])
+            return float(
+                self.metric.compute(predictions=predictions.tolist(), references=references.tolist())["accuracy"]
+            )
         return float((predictions == references).mean())
 
     def top_k_accuracy(self, scores, references, k: int) -> float:

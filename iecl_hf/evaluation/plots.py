@@ -16,7 +16,9 @@ def embed_2d(features, method: str = "pca", seed: int = 0) -> np.ndarray:
     from sklearn.decomposition import PCA
 
     if method not in EMBEDDING_METHODS:
-        raise ValueError(f"--embedding_2d {method!r} is not supported; allowed values: {', '.join(EMBEDDING_METHODS)}.")
+        raise ValueError(
+            f"--embedding_2d {method!r} is not supported; allowed values: {', '.join(EMBEDDING_METHODS)}."
+        )
     features = torch.nn.functional.normalize(torch.as_tensor(features).float(), dim=1).numpy()
     if method == "pca":
         return PCA(n_components=2, random_state=seed).fit_transform(features)
@@ -31,8 +33,16 @@ def embed_2d(features, method: str = "pca", seed: int = 0) -> np.ndarray:
         return TSNE(n_components=2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(reduced)
 
 
-def save_features_2d(features, labels, label_names, path: str, method: str = "pca", max_points: int = 2000,
-                     seed: int = 0, title: str | None = None) -> np.ndarray:
+def save_features_2d(
+    features,
+    labels,
+    label_names,
+    path: str,
+    method: str = "pca",
+    max_points: int = 2000,
+    seed: int = 0,
+    title: str | None = None,
+) -> np.ndarray:
     """Scatter of `embed_2d` (a seeded subset of at most `max_points`), one colour per class; returns the points."""
     features, labels = torch.as_tensor(features), torch.as_tensor(labels).cpu().numpy()
     if len(features) > max_points:
@@ -46,12 +56,16 @@ def save_features_2d(features, labels, label_names, path: str, method: str = "pc
         mask = labels == class_index
         if mask.any():
             colour = colours(class_index if num_classes <= 20 else class_index / max(num_classes - 1, 1))
-            axis.scatter(points[mask, 0], points[mask, 1], s=6, color=colour, label=str(label_names[class_index]), alpha=0.8)
+            axis.scatter(
+                points[mask, 0], points[mask, 1], s=6, color=colour, label=str(label_names[class_index]), alpha=0.8
+            )
     if num_classes <= 20:
         axis.legend(markerscale=3, fontsize=7, loc="best", frameon=False)
     axis.set_xticks([])
     axis.set_yticks([])
-    axis.set_title(title or f"Test features ({method.upper() if method == 'pca' else 't-SNE'}, {len(points)} images)", fontsize=9)
+    axis.set_title(
+        title or f"Test features ({method.upper() if method == 'pca' else 't-SNE'}, {len(points)} images)", fontsize=9
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

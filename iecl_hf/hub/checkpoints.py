@@ -15,8 +15,10 @@ def is_hub_id(name: str) -> bool:
 def check_model_type(model_type, subject: str, hint: str = ""):
     """Raise `ValueError` unless `model_type` is IE-CL's; `subject` names what was given (e.g. the flag and value)."""
     if model_type != IECLConfig.model_type:
-        raise ValueError(f"{subject} is not an IE-CL checkpoint: model_type={model_type!r} (expected "
-                         f"{IECLConfig.model_type!r}).{' ' + hint if hint else ''}")
+        raise ValueError(
+            f"{subject} is not an IE-CL checkpoint: model_type={model_type!r} (expected "
+            f"{IECLConfig.model_type!r}).{' ' + hint if hint else ''}"
+        )
 
 
 def local_model_type(folder: str):
@@ -41,7 +43,8 @@ def fetch_config_dict(name_or_path: str, flag: str = "--model_name_or_path", **h
     except Exception as error:  # missing folder, no config.json, Hub unreachable, ...
         raise ValueError(
             f"{flag} {name_or_path!r}: cannot read a model config ({type(error).__name__}: {error}). Pass a folder "
-            "written by recipes/pretrain.py (or by save_pretrained of an IE-CL model) or the id of an IE-CL model on the Hub."
+            "written by recipes/pretrain.py (or by save_pretrained of an IE-CL model) "
+            "or the id of an IE-CL model on the Hub."
         ) from error
     check_model_type(config_dict.get("model_type"), f"{flag} {name_or_path!r}")
     return config_dict

@@ -7,15 +7,42 @@ from huggingface_hub import ModelCard, ModelCardData
 from .checkpoints import is_hub_id
 
 TEMPLATE_PATH = os.path.join(os.path.dirname(__file__), "model_card_template.md")
-IECL_FIELDS = ("framework", "generator_architecture", "saib_patch_size", "saib_dim", "saib_expansion", "saib_weight_decay",
-               "lambda_entropy", "entropy_estimator", "beta_kl", "kl_covariance", "encoder_spectral_norm",
-               "spectral_norm_weight", "tau", "projection_hidden_dim", "projection_dim")
+IECL_FIELDS = (
+    "framework",
+    "generator_architecture",
+    "saib_patch_size",
+    "saib_dim",
+    "saib_expansion",
+    "saib_weight_decay",
+    "lambda_entropy",
+    "entropy_estimator",
+    "beta_kl",
+    "kl_covariance",
+    "encoder_spectral_norm",
+    "spectral_norm_weight",
+    "tau",
+    "projection_hidden_dim",
+    "projection_dim",
+)
 
 
-def render_pretraining_card(config, *, repo_id: str, dataset_name: str, num_train_images, steps: int, epochs,
-                            global_batch_size: int, optimizer: str, learning_rate: float, weight_decay: float,
-                            lr_scheduler_type: str, final_figures: dict, limitations: str = "",
-                            initialized_from: str | None = None) -> ModelCard:
+def render_pretraining_card(
+    config,
+    *,
+    repo_id: str,
+    dataset_name: str,
+    num_train_images,
+    steps: int,
+    epochs,
+    global_batch_size: int,
+    optimizer: str,
+    learning_rate: float,
+    weight_decay: float,
+    lr_scheduler_type: str,
+    final_figures: dict,
+    limitations: str = "",
+    initialized_from: str | None = None,
+) -> ModelCard:
     """`initialized_from`: the --model_name_or_path the run started from (a Hub id becomes the card's `base_model`)."""
     card_data = ModelCardData(
         library_name="transformers",

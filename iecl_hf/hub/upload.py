@@ -6,7 +6,16 @@ import shlex
 logger = logging.getLogger(__name__)
 
 # Intermediate training state stays local: only the release (weights, code, processor, card, images) goes up.
-DEFAULT_IGNORE_PATTERNS = ["checkpoints/*", "checkpoint-*/*", "step_*/*", "*.tmp*", "logs/*", "features_cache/*", "*.pt", "*.bin"]
+DEFAULT_IGNORE_PATTERNS = [
+    "checkpoints/*",
+    "checkpoint-*/*",
+    "step_*/*",
+    "*.tmp*",
+    "logs/*",
+    "features_cache/*",
+    "*.pt",
+    "*.bin",
+]
 
 
 class PushError(RuntimeError):
@@ -19,8 +28,14 @@ def retry_command(folder: str, repo_id: str, private: bool) -> str:
     )
 
 
-def push_output_folder(folder, repo_id: str, private: bool = False, token=None, commit_message: str = "Upload IE-CL model",
-                       ignore_patterns=None) -> str:
+def push_output_folder(
+    folder,
+    repo_id: str,
+    private: bool = False,
+    token=None,
+    commit_message: str = "Upload IE-CL model",
+    ignore_patterns=None,
+) -> str:
     """`HfApi.create_repo(exist_ok=True)` + `HfApi.upload_folder`, leaving out intermediate checkpoints.
 
     Returns the repo URL. Raises `PushError` (with the command to retry the upload alone) on any Hub failure.
@@ -39,8 +54,9 @@ def push_output_folder(folder, repo_id: str, private: bool = False, token=None, 
         )
     except Exception as error:  # offline, no token, network error, permission, ...
         raise PushError(
-            f"Pushing {folder} to the Hub as {repo_id!r} failed ({type(error).__name__}: {error}). The local output is "
-            f"complete. Log in (`hf auth login` or HF_TOKEN) and retry the upload alone with:\n  {retry_command(folder, repo_id, private)}"
+            f"Pushing {folder} to the Hub as {repo_id!r} failed ({type(error).__name__}: {error}). "
+            "The local output is complete. Log in (`hf auth login` or HF_TOKEN) "
+            f"and retry the upload alone with:\n  {retry_command(folder, repo_id, private)}"
         ) from error
     return str(repo_url)
 
@@ -49,8 +65,13 @@ def push_release(args, say=print, report_error=print, commit_message: str = "Upl
     """--push_to_hub of a recipe (`args`: output_dir and the Hub flags): 0 when pushed, 1 when the upload failed (the
     output folder stays complete; the error says how to retry)."""
     try:
-        url = push_output_folder(args.output_dir, args.hub_model_id, private=args.hub_private_repo, token=args.hub_token,
-                                 commit_message=commit_message)
+        url = push_output_folder(
+            args.output_dir,
+            args.hub_model_id,
+            private=args.hub_private_repo,
+            token=args.hub_token,
+            commit_message=commit_message,
+        )
     except PushError as error:
         report_error(str(error))
         return 1

@@ -23,7 +23,12 @@ from ..evaluation.plots import EMBEDDING_METHODS
 
 PRESETS = {
     # Half-width ResNet-18 with a stride-2 stem: a few hundred 32 px images/s on 2 CPU cores.
-    "cpu": {"backbone": "resnet18", "backbone_kwargs": {"channels": [32, 64, 128, 256]}, "stem": "cifar_stride2", "image_size": 32},
+    "cpu": {
+        "backbone": "resnet18",
+        "backbone_kwargs": {"channels": [32, 64, 128, 256]},
+        "stem": "cifar_stride2",
+        "image_size": 32,
+    },
     # The standard CIFAR ResNet-18 (3x3 stride-1 stem, no max-pool).
     "cifar": {"backbone": "resnet18", "backbone_kwargs": {}, "stem": "cifar", "image_size": 32},
     # STL-10 scale.
@@ -38,18 +43,45 @@ PRESETS = {
 
 @dataclass
 class DatasetArguments:
-    dataset_name: str | None = field(default=None, metadata={"help": "Hub id (uoft-cs/cifar10), local folder/parquet/image folder; unset: the embedded digits dataset (no network)."})
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Hub id (uoft-cs/cifar10), local folder/parquet/image folder; "
+                "unset: the embedded digits dataset (no network)."
+            )
+        },
+    )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration name of the Hub dataset."})
     train_split: str = field(default="train")
     image_column: str | None = field(default=None, metadata={"help": "Image column (detected: img/image)."})
-    label_column: str | None = field(default=None, metadata={"help": "Label column (detected: a ClassLabel, label, fine_label, ...); pretraining uses it for the online kNN only."})
+    label_column: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Label column (detected: a ClassLabel, label, fine_label, ...); "
+                "pretraining uses it for the online kNN only."
+            )
+        },
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "datasets / Hub cache folder."})
 
 
 @dataclass
 class CheckpointArguments:
-    model_name_or_path: str | None = field(default=None, metadata={"help": "An IE-CL checkpoint, a folder or a Hub id. linear_eval.py: the encoder to evaluate (required). pretrain.py: start from it (a pretraining output continues as a whole; an encoder-only checkpoint gets fresh heads and SAIB; its config is used with the model flags on top, no preset)."})
-    revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of a Hub --model_name_or_path."})
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "An IE-CL checkpoint, a folder or a Hub id. linear_eval.py: the encoder to evaluate (required). "
+                "pretrain.py: start from it (a pretraining output continues as a whole; an encoder-only checkpoint "
+                "gets fresh heads and SAIB; its config is used with the model flags on top, no preset)."
+            )
+        },
+    )
+    revision: str | None = field(
+        default=None, metadata={"help": "Branch, tag or commit of a Hub --model_name_or_path."}
+    )
 
 
 @dataclass
@@ -57,12 +89,16 @@ class HubArguments:
     push_to_hub: bool = field(default=False)
     hub_model_id: str | None = field(default=None)
     hub_private_repo: bool = field(default=False)
-    hub_token: str | None = field(default=None, metadata={"help": "Default: the token of `hf auth login` or HF_TOKEN."})
+    hub_token: str | None = field(
+        default=None, metadata={"help": "Default: the token of `hf auth login` or HF_TOKEN."}
+    )
 
 
 @dataclass
 class ConfigFileArguments:
-    config_file: str | None = field(default=None, metadata={"help": "YAML or JSON file with any of these arguments; command-line flags win."})
+    config_file: str | None = field(
+        default=None, metadata={"help": "YAML or JSON file with any of these arguments; command-line flags win."}
+    )
 
 
 # ---------------------------------------------------------------------------------------------- pretrain.py
@@ -70,40 +106,118 @@ class ConfigFileArguments:
 
 @dataclass
 class DataArguments(DatasetArguments):
-    validation_split: str | None = field(default=None, metadata={"help": "Labelled split for the online kNN accuracy (default: 'validation' or 'test' if present; 'none' disables)."})
-    streaming: bool = field(default=False, metadata={"help": "Stream the dataset (ImageNet scale); needs --max_train_steps."})
+    validation_split: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Labelled split for the online kNN accuracy "
+                "(default: 'validation' or 'test' if present; 'none' disables)."
+            )
+        },
+    )
+    streaming: bool = field(
+        default=False, metadata={"help": "Stream the dataset (ImageNet scale); needs --max_train_steps."}
+    )
     shuffle_buffer_size: int = field(default=10_000, metadata={"help": "Shuffle buffer of a streamed dataset."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training images (quick runs)."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N training images (quick runs)."}
+    )
     knn_max_train_samples: int = field(default=10_000, metadata={"help": "Memory bank size of the online kNN."})
     knn_max_eval_samples: int = field(default=2_000, metadata={"help": "Validation images of the online kNN."})
 
 
 @dataclass
 class PretrainArguments(CheckpointArguments, HubArguments, ConfigFileArguments):
-    output_dir: str = field(default="outputs/pretrain-default", metadata={"help": "Where the model, checkpoints, logs and pictures go."})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Start from scratch even if --output_dir holds the checkpoints of an unfinished run (they are deleted). Those of a finished run are replaced anyway."})
-    preset: str = field(default="auto", metadata={"help": "Model preset: cpu | cifar | stl10 | imagenet | none; auto = cpu without a GPU, cifar with one (none with --model_name_or_path). Explicit model flags override it."})
-    per_device_train_batch_size: int = field(default=64, metadata={"help": "Images per process per step (each gives two views)."})
+    output_dir: str = field(
+        default="outputs/pretrain-default", metadata={"help": "Where the model, checkpoints, logs and pictures go."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Start from scratch even if --output_dir holds the checkpoints of an unfinished run "
+                "(they are deleted). Those of a finished run are replaced anyway."
+            )
+        },
+    )
+    preset: str = field(
+        default="auto",
+        metadata={
+            "help": (
+                "Model preset: cpu | cifar | stl10 | imagenet | none; auto = cpu without a GPU, cifar with one "
+                "(none with --model_name_or_path). Explicit model flags override it."
+            )
+        },
+    )
+    per_device_train_batch_size: int = field(
+        default=64, metadata={"help": "Images per process per step (each gives two views)."}
+    )
     gradient_accumulation_steps: int = field(default=1)
-    learning_rate: float | None = field(default=None, metadata={"help": "Peak LR of the encoder optimizer; default 0.3 x global batch / 256 (sgd, lars) or 1e-3 (adamw)."})
-    generator_learning_rate: float = field(default=1e-3, metadata={"help": "AdamW LR of SAIB (its weight decay is IECLConfig.saib_weight_decay)."})
+    learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "Peak LR of the encoder optimizer; default 0.3 x global batch / 256 (sgd, lars) or 1e-3 (adamw)."
+        },
+    )
+    generator_learning_rate: float = field(
+        default=1e-3, metadata={"help": "AdamW LR of SAIB (its weight decay is IECLConfig.saib_weight_decay)."}
+    )
     weight_decay: float = field(default=5e-4)
     optimizer: str = field(default="sgd", metadata={"help": "sgd | adamw | lars."})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Any transformers scheduler name (cosine, linear, constant_with_warmup, ...)."})
+    lr_scheduler_type: str = field(
+        default="cosine",
+        metadata={"help": "Any transformers scheduler name (cosine, linear, constant_with_warmup, ...)."},
+    )
     num_warmup_steps: int | None = field(default=None, metadata={"help": "Default: 5% of the training steps."})
-    num_train_epochs: int = field(default=6, metadata={"help": "Default 6: the no-argument run (embedded digits, CPU preset) stays under 3 minutes on 2 CPU cores."})
-    max_train_steps: int | None = field(default=None, metadata={"help": "Optimizer steps in total; overrides --num_train_epochs."})
+    num_train_epochs: int = field(
+        default=6,
+        metadata={
+            "help": (
+                "Default 6: the no-argument run (embedded digits, CPU preset) stays under 3 minutes on 2 CPU cores."
+            )
+        },
+    )
+    max_train_steps: int | None = field(
+        default=None, metadata={"help": "Optimizer steps in total; overrides --num_train_epochs."}
+    )
     seed: int = field(default=0)
-    checkpointing_steps: str | None = field(default=None, metadata={"help": "Save the training state every N steps, or 'epoch'. A final checkpoint is always saved."})
-    checkpoints_total_limit: int | None = field(default=2, metadata={"help": "Keep only the newest N checkpoints (0: keep all)."})
-    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "A checkpoint folder, or 'latest' (newest complete one in --output_dir)."})
-    report_to: str = field(default="none", metadata={"help": "Accelerate trackers: tensorboard, wandb, all, none (the JSONL log is always written)."})
+    checkpointing_steps: str | None = field(
+        default=None,
+        metadata={"help": "Save the training state every N steps, or 'epoch'. A final checkpoint is always saved."},
+    )
+    checkpoints_total_limit: int | None = field(
+        default=2, metadata={"help": "Keep only the newest N checkpoints (0: keep all)."}
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "A checkpoint folder, or 'latest' (newest complete one in --output_dir)."}
+    )
+    report_to: str = field(
+        default="none",
+        metadata={"help": "Accelerate trackers: tensorboard, wandb, all, none (the JSONL log is always written)."},
+    )
     dataloader_num_workers: int = field(default=1)
-    channels_last: bool = field(default=False, metadata={"help": "channels_last memory format for the model and the views (measured: IE-CL step 16% faster on the 2-core CPU, CPU preset; BENCHMARKS.md)."})
-    augmentation: str = field(default="batched", metadata={"help": "batched (kornia on the device; measured fastest) | workers (torchvision v2 in the loader processes)."})
+    channels_last: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "channels_last memory format for the model and the views "
+                "(measured: IE-CL step 16% faster on the 2-core CPU, CPU preset; BENCHMARKS.md)."
+            )
+        },
+    )
+    augmentation: str = field(
+        default="batched",
+        metadata={
+            "help": (
+                "batched (kornia on the device; measured fastest) | workers (torchvision v2 in the loader processes)."
+            )
+        },
+    )
     knn_every_epochs: int = field(default=1, metadata={"help": "Online kNN every N epochs (0 disables)."})
     logging_steps: int = field(default=10)
-    model_config_overrides: str | None = field(default=None, metadata={"help": 'IECLConfig fields, e.g. "lambda_entropy=0.5,framework=simclr".'})
+    model_config_overrides: str | None = field(
+        default=None, metadata={"help": 'IECLConfig fields, e.g. "lambda_entropy=0.5,framework=simclr".'}
+    )
 
 
 # ---------------------------------------------------------------------------------------------- linear_eval.py
@@ -113,28 +227,68 @@ FEATURE_EPOCHS, AUGMENT_EPOCHS = 100, 10
 
 @dataclass
 class LinearEvalArguments(CheckpointArguments, DatasetArguments, HubArguments, ConfigFileArguments):
-    random_init: bool = field(default=False, metadata={"help": "Evaluate an untrained encoder of the checkpoint's config instead (the floor)."})
-    output_dir: str | None = field(default=None, metadata={"help": "Default: CKPT-linear-eval (CKPT-linear-eval-random-init with --random_init)."})
-    test_split: str = field(default="test", metadata={"help": "If the dataset has no such split, --holdout_fraction of train is held out."})
-    holdout_fraction: float = field(default=0.2, metadata={"help": "Fraction of train held out (stratified, seeded) when the test split is missing."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Seeded random subset of the train split (quick runs)."})
+    random_init: bool = field(
+        default=False,
+        metadata={"help": "Evaluate an untrained encoder of the checkpoint's config instead (the floor)."},
+    )
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Default: CKPT-linear-eval (CKPT-linear-eval-random-init with --random_init)."}
+    )
+    test_split: str = field(
+        default="test", metadata={"help": "If the dataset has no such split, --holdout_fraction of train is held out."}
+    )
+    holdout_fraction: float = field(
+        default=0.2,
+        metadata={"help": "Fraction of train held out (stratified, seeded) when the test split is missing."},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Seeded random subset of the train split (quick runs)."}
+    )
     max_test_samples: int | None = field(default=None, metadata={"help": "Seeded random subset of the test split."})
     per_device_eval_batch_size: int = field(default=256, metadata={"help": "Images per batch for feature extraction."})
     dataloader_num_workers: int = field(default=0)
-    num_epochs: int | None = field(default=None, metadata={"help": f"Probe epochs; default {FEATURE_EPOCHS} on cached features, {AUGMENT_EPOCHS} with --augment."})
+    num_epochs: int | None = field(
+        default=None,
+        metadata={
+            "help": f"Probe epochs; default {FEATURE_EPOCHS} on cached features, {AUGMENT_EPOCHS} with --augment."
+        },
+    )
     batch_size: int = field(default=256, metadata={"help": "Probe mini-batch (per process with --augment)."})
     optimizer: str = field(default="sgd", metadata={"help": "sgd (momentum 0.9) | adamw."})
-    learning_rate: float | None = field(default=None, metadata={"help": f"Peak LR of the cosine schedule; default {DEFAULT_LEARNING_RATES}."})
+    learning_rate: float | None = field(
+        default=None, metadata={"help": f"Peak LR of the cosine schedule; default {DEFAULT_LEARNING_RATES}."}
+    )
     weight_decay: float = field(default=0.0)
-    standardize: bool = field(default=True, metadata={"help": "Standardize features with train statistics (folded into the saved head). --no_standardize disables."})
-    augment: bool = field(default=False, metadata={"help": "Train the probe on random resized crops + flips through the frozen encoder (heavier protocol)."})
-    knn_k: list[int] = field(default_factory=lambda: [20, 200], metadata={"help": "Neighbour counts of the weighted kNN."})
+    standardize: bool = field(
+        default=True,
+        metadata={
+            "help": (
+                "Standardize features with train statistics (folded into the saved head). --no_standardize disables."
+            )
+        },
+    )
+    augment: bool = field(
+        default=False,
+        metadata={
+            "help": "Train the probe on random resized crops + flips through the frozen encoder (heavier protocol)."
+        },
+    )
+    knn_k: list[int] = field(
+        default_factory=lambda: [20, 200], metadata={"help": "Neighbour counts of the weighted kNN."}
+    )
     knn_temperature: float = field(default=0.07)
     embedding_2d: str = field(default="tsne", metadata={"help": "features_2d.png method: tsne | pca."})
-    accuracy_metric: str = field(default="accuracy", metadata={"help": "Name or local path for evaluate.load (offline: our own identical code)."})
-    overwrite_cache: bool = field(default=False, metadata={"help": "Extract features again even if OUT/features_cache has them."})
+    accuracy_metric: str = field(
+        default="accuracy",
+        metadata={"help": "Name or local path for evaluate.load (offline: our own identical code)."},
+    )
+    overwrite_cache: bool = field(
+        default=False, metadata={"help": "Extract features again even if OUT/features_cache has them."}
+    )
     seed: int = field(default=0)
-    update_model_card: bool = field(default=False, metadata={"help": "Also add the results to CKPT's README.md (a local folder)."})
+    update_model_card: bool = field(
+        default=False, metadata={"help": "Also add the results to CKPT's README.md (a local folder)."}
+    )
 
 
 def parse_linear_eval_args(argv=None) -> LinearEvalArguments:
@@ -149,9 +303,13 @@ def parse_linear_eval_args(argv=None) -> LinearEvalArguments:
     if not 0 < args.holdout_fraction < 1:
         raise ValueError(f"--holdout_fraction must be in (0, 1), got {args.holdout_fraction}.")
     if args.optimizer not in DEFAULT_LEARNING_RATES:
-        raise ValueError(f"--optimizer {args.optimizer!r} is not supported; allowed values: {', '.join(DEFAULT_LEARNING_RATES)}.")
+        raise ValueError(
+            f"--optimizer {args.optimizer!r} is not supported; allowed values: {', '.join(DEFAULT_LEARNING_RATES)}."
+        )
     if args.embedding_2d not in EMBEDDING_METHODS:
-        raise ValueError(f"--embedding_2d {args.embedding_2d!r} is not supported; allowed values: {', '.join(EMBEDDING_METHODS)}.")
+        raise ValueError(
+            f"--embedding_2d {args.embedding_2d!r} is not supported; allowed values: {', '.join(EMBEDDING_METHODS)}."
+        )
     if not args.knn_k or min(args.knn_k) < 1 or not args.knn_temperature > 0:
         raise ValueError("--knn_k needs positive integers and --knn_temperature a positive number.")
     if args.push_to_hub and not args.hub_model_id:
@@ -171,7 +329,9 @@ def parse_linear_eval_args(argv=None) -> LinearEvalArguments:
 
 
 def _model_arguments_class():
-    """One optional flag per IECLConfig field (None = keep the preset/config default), always in sync with the config."""
+    """One optional flag per IECLConfig field (None = keep the preset/config default), always in sync with
+    the config.
+    """
     fields = []
     for name, parameter in inspect.signature(IECLConfig.__init__).parameters.items():
         if name in ("self", "kwargs"):
@@ -179,7 +339,9 @@ def _model_arguments_class():
         default = parameter.default
         kind = str if isinstance(default, (dict, list, tuple)) or default is None else type(default)
         help_text = "JSON" if kind is str and not isinstance(default, str) else ""
-        fields.append((name, kind | None, field(default=None, metadata={"help": f"IECLConfig.{name} {help_text}".strip()})))
+        fields.append(
+            (name, kind | None, field(default=None, metadata={"help": f"IECLConfig.{name} {help_text}".strip()}))
+        )
     return dataclasses.make_dataclass("ModelArguments", fields)
 
 
@@ -255,7 +417,9 @@ def reparse_with_config_file(parser, dataclass_types, path, argv):
 
 
 def parse_dataclasses(dataclass_types, argv=None):
-    """`HfArgumentParser(dataclass_types)` on `argv`, again with a --config_file's values as defaults if one is given."""
+    """`HfArgumentParser(dataclass_types)` on `argv`, again with a --config_file's values as defaults if one is
+    given.
+    """
     parser = HfArgumentParser(dataclass_types)
     parsed = parser.parse_args_into_dataclasses(args=argv)
     config_file = next((p.config_file for p in parsed if getattr(p, "config_file", None)), None)
@@ -291,15 +455,19 @@ def model_config_values(train_args, model_args) -> dict:
     preset = train_args.preset
     if train_args.model_name_or_path:
         if preset not in ("auto", "none"):
-            raise ValueError(f"--preset {preset} and --model_name_or_path both set the architecture: drop --preset (the "
-                             "checkpoint's config is used) or --model_name_or_path (start from scratch).")
+            raise ValueError(
+                f"--preset {preset} and --model_name_or_path both set the architecture: drop --preset (the "
+                "checkpoint's config is used) or --model_name_or_path (start from scratch)."
+            )
         preset = "none"
     elif preset == "auto":
         import torch
 
         preset = "cifar" if torch.cuda.is_available() else "cpu"
     if preset not in (*PRESETS, "none"):
-        raise ValueError(f"--preset {train_args.preset!r} is not supported; allowed values: auto, none, {', '.join(PRESETS)}.")
+        raise ValueError(
+            f"--preset {train_args.preset!r} is not supported; allowed values: auto, none, {', '.join(PRESETS)}."
+        )
     values = dict(PRESETS.get(preset, {}))
     for name, value in dataclasses.asdict(model_args).items():
         if value is not None:
@@ -313,9 +481,14 @@ def model_config_values(train_args, model_args) -> dict:
     for name, value in values.items():  # structured fields: a clear error before IECLConfig sees them
         if isinstance(defaults[name].default, dict) or name == "backbone_kwargs":
             if value is not None and not isinstance(value, dict):
-                raise ValueError(f"IECLConfig.{name} must be a dict (a JSON object such as '{{\"channels\": [32, 64, 128, 256]}}'), got {value!r}.")
+                raise ValueError(
+                    f"IECLConfig.{name} must be a dict "
+                    f"(a JSON object such as '{{\"channels\": [32, 64, 128, 256]}}'), got {value!r}."
+                )
         elif name in ("image_mean", "image_std") and value is not None and not isinstance(value, (list, tuple)):
-            raise ValueError(f"IECLConfig.{name} must be 3 numbers (a JSON list such as [0.5, 0.5, 0.5]), got {value!r}.")
+            raise ValueError(
+                f"IECLConfig.{name} must be 3 numbers (a JSON list such as [0.5, 0.5, 0.5]), got {value!r}."
+            )
     values["_preset"] = preset
     return values
 
@@ -342,8 +515,10 @@ def _check_scheduler(name: str):
         optimizer.step()
         scheduler.step()
     except Exception as error:
-        raise ValueError(f"--lr_scheduler_type {name!r} cannot be used here ({type(error).__name__}: {error}); "
-                         "use e.g. cosine, linear, constant, constant_with_warmup, polynomial, cosine_with_restarts.") from error
+        raise ValueError(
+            f"--lr_scheduler_type {name!r} cannot be used here ({type(error).__name__}: {error}); "
+            "use e.g. cosine, linear, constant, constant_with_warmup, polynomial, cosine_with_restarts."
+        ) from error
 
 
 def _check_report_to(value: str):
@@ -353,7 +528,10 @@ def _check_report_to(value: str):
     names = [name.strip() for name in value.split(",") if name.strip()]
     unknown = [name for name in names if name not in allowed]
     if not names or unknown:
-        raise ValueError(f"--report_to {value!r}: unknown tracker(s) {unknown or [value]}; allowed values: {', '.join(sorted(allowed))}.")
+        raise ValueError(
+            f"--report_to {value!r}: unknown tracker(s) {unknown or [value]}; "
+            f"allowed values: {', '.join(sorted(allowed))}."
+        )
 
 
 def validate_train_args(data_args, train_args):
@@ -383,15 +561,21 @@ def validate_train_args(data_args, train_args):
     if train_args.dataloader_num_workers < 0:
         raise ValueError("--dataloader_num_workers must be >= 0.")
     if train_args.optimizer not in OPTIMIZERS:
-        raise ValueError(f"--optimizer {train_args.optimizer!r} is not supported; allowed values: {', '.join(OPTIMIZERS)}.")
+        raise ValueError(
+            f"--optimizer {train_args.optimizer!r} is not supported; allowed values: {', '.join(OPTIMIZERS)}."
+        )
     if not train_args.generator_learning_rate > 0:
         raise ValueError(f"--generator_learning_rate must be > 0, got {train_args.generator_learning_rate}.")
     if train_args.num_warmup_steps is not None and train_args.num_warmup_steps < 0:
         raise ValueError(f"--num_warmup_steps must be >= 0, got {train_args.num_warmup_steps}.")
     if train_args.checkpoints_total_limit is not None and train_args.checkpoints_total_limit < 0:
-        raise ValueError(f"--checkpoints_total_limit must be >= 0 (0 keeps all), got {train_args.checkpoints_total_limit}.")
+        raise ValueError(
+            f"--checkpoints_total_limit must be >= 0 (0 keeps all), got {train_args.checkpoints_total_limit}."
+        )
     if train_args.knn_every_epochs < 0:
-        raise ValueError(f"--knn_every_epochs must be >= 0 (0 disables the online kNN), got {train_args.knn_every_epochs}.")
+        raise ValueError(
+            f"--knn_every_epochs must be >= 0 (0 disables the online kNN), got {train_args.knn_every_epochs}."
+        )
     for name in ("max_train_samples", "knn_max_train_samples", "knn_max_eval_samples", "shuffle_buffer_size"):
         value = getattr(data_args, name)
         if value is not None and value < 1:
@@ -404,5 +588,7 @@ def validate_train_args(data_args, train_args):
         try:
             validate_repo_id(train_args.hub_model_id)
         except Exception as error:
-            raise ValueError(f"--hub_model_id {train_args.hub_model_id!r} is not a valid repo id (expected "
-                             f"'name' or 'your-name/name'): {error}") from error
+            raise ValueError(
+                f"--hub_model_id {train_args.hub_model_id!r} is not a valid repo id (expected "
+                f"'name' or 'your-name/name'): {error}"
+            ) from error

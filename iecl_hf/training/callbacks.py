@@ -18,8 +18,9 @@ class LoggingCallback(Callback):
     def __init__(self, accelerator, logger, scheduler, logging_steps: int, max_train_steps: int, initial_step: int):
         self.accelerator, self.logger, self.scheduler = accelerator, logger, scheduler
         self.logging_steps, self.max_train_steps = logging_steps, max_train_steps
-        self.progress = tqdm(total=max_train_steps, initial=initial_step, disable=not accelerator.is_local_main_process,
-                             desc="pretrain")
+        self.progress = tqdm(
+            total=max_train_steps, initial=initial_step, disable=not accelerator.is_local_main_process, desc="pretrain"
+        )
         self.window_start, self.window_images = time.perf_counter(), 0
 
     def on_step_end(self, state, result):
@@ -28,13 +29,21 @@ class LoggingCallback(Callback):
         if state.step % self.logging_steps and state.step != self.max_train_steps:
             return
         elapsed = time.perf_counter() - self.window_start
-        record = {"step": state.step, "epoch": state.epoch, "lr": self.scheduler.get_last_lr()[0],
-                  "images_per_second": self.window_images / max(elapsed, 1e-9),
-                  **{name: round(value.item(), 6) for name, value in result.terms.items()}}
+        record = {
+            "step": state.step,
+            "epoch": state.epoch,
+            "lr": self.scheduler.get_last_lr()[0],
+            "images_per_second": self.window_images / max(elapsed, 1e-9),
+            **{name: round(value.item(), 6) for name, value in result.terms.items()},
+        }
         self.window_start, self.window_images = time.perf_counter(), 0
         record_event(state, self.logger, self.accelerator, record)
-        self.progress.set_postfix(loss=f"{record['loss']:.3f}", H_query=f"{record['entropy_query']:.3f}",
-                                  kl=f"{record['kl_loss']:.3f}", img_s=f"{record['images_per_second']:.0f}")
+        self.progress.set_postfix(
+            loss=f"{record['loss']:.3f}",
+            H_query=f"{record['entropy_query']:.3f}",
+            kl=f"{record['kl_loss']:.3f}",
+            img_s=f"{record['images_per_second']:.0f}",
+        )
 
     def close(self):
         self.progress.close()
@@ -55,15 +64,25 @@ class OnlineKnnCallback(Callback):
         self.num_classes, self.logger, self.every_epochs = num_classes, logger, every_epochs
 
     def accuracy(self) -> float:
-        extract = [extract_features(self.model.iecl, loader, self.accelerator.device, self.model.normalize,
-                                    self.accelerator.gather_for_metrics) for loader in self.loaders]
+        extract = [
+            extract_features(
+                self.model.iecl,
+                loader,
+                self.accelerator.device,
+                self.model.normalize,
+                self.accelerator.gather_for_metrics,
+            )
+            for loader in self.loaders
+        ]
         return knn_accuracy(*extract[0], *extract[1], self.num_classes)
 
     def on_epoch_end(self, state):
         if state.epoch % self.every_epochs:
             return
         top1 = self.accuracy()
-        record_event(state, self.logger, self.accelerator, {"step": state.step, "epoch": state.epoch, "knn_top1": top1})
+        record_event(
+            state, self.logger, self.accelerator, {"step": state.step, "epoch": state.epoch, "knn_top1": top1}
+        )
         self.accelerator.print(f"epoch {state.epoch}: online kNN top-1 {100 * top1:.2f}%")
 
 
@@ -71,7 +90,9 @@ class CheckpointCallback(Callback):
     """Atomic checkpoints every N steps or every epoch (`checkpointing_steps`), never of non-finite weights; knows the
     last good one (for error messages)."""
 
-    def __init__(self, accelerator, output_dir, model, every: str | None, total_limit, extra_writer, last_saved_step=None):
+    def __init__(
+        self, accelerator, output_dir, model, every: str | None, total_limit, extra_writer, last_saved_step=None
+    ):
         self.accelerator, self.output_dir, self.model = accelerator, output_dir, model
         self.every, self.total_limit, self.extra_writer = every, total_limit, extra_writer
         self.last_saved_step = last_saved_step

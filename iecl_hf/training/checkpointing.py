@@ -31,7 +31,9 @@ def list_checkpoints(output_dir) -> list[tuple[int, str]]:
     root = checkpoint_root(output_dir)
     if not os.path.isdir(root):
         return []
-    found = [(int(m.group(1)), os.path.join(root, name)) for name in os.listdir(root) if (m := _STEP_PATTERN.match(name))]
+    found = [
+        (int(m.group(1)), os.path.join(root, name)) for name in os.listdir(root) if (m := _STEP_PATTERN.match(name))
+    ]
     return sorted((step, path) for step, path in found if is_complete_checkpoint(path))
 
 
@@ -43,8 +45,10 @@ def resolve_checkpoint(resume_from_checkpoint, output_dir) -> str | None:
         checkpoints = list_checkpoints(output_dir)
         return checkpoints[-1][1] if checkpoints else None
     if not os.path.isdir(resume_from_checkpoint):
-        raise ValueError(f"--resume_from_checkpoint {resume_from_checkpoint!r} is not a folder; give a checkpoint folder "
-                         f"(OUTPUT_DIR/{CHECKPOINT_DIR}/step_N) or 'latest'.")
+        raise ValueError(
+            f"--resume_from_checkpoint {resume_from_checkpoint!r} is not a folder; give a checkpoint folder "
+            f"(OUTPUT_DIR/{CHECKPOINT_DIR}/step_N) or 'latest'."
+        )
     return resume_from_checkpoint
 
 
@@ -60,14 +64,21 @@ def check_resume_checkpoint(path: str, model=None):
     if os.path.isfile(os.path.join(path, "config.json")):
         model_type = local_model_type(path)
         if model_type != IECLConfig.model_type:
-            raise ValueError(f"{flag} holds a checkpoint of another model type ({model_type!r}), not an IE-CL training "
-                             f"checkpoint. Give a folder OUTPUT_DIR/{CHECKPOINT_DIR}/step_N written by recipes/pretrain.py, or 'latest'.")
-        raise ValueError(f"{flag} is a saved IE-CL model (save_pretrained), not a training checkpoint: it has no optimizer, "
-                         f"scheduler or RNG state. Resume from OUTPUT_DIR/{CHECKPOINT_DIR}/step_N (or 'latest').")
+            raise ValueError(
+                f"{flag} holds a checkpoint of another model type ({model_type!r}), not an IE-CL training "
+                f"checkpoint. Give a folder OUTPUT_DIR/{CHECKPOINT_DIR}/step_N "
+                "written by recipes/pretrain.py, or 'latest'."
+            )
+        raise ValueError(
+            f"{flag} is a saved IE-CL model (save_pretrained), not a training checkpoint: it has no optimizer, "
+            f"scheduler or RNG state. Resume from OUTPUT_DIR/{CHECKPOINT_DIR}/step_N (or 'latest')."
+        )
     if not is_complete_checkpoint(path):
         found = sorted(os.listdir(path))[:8]
-        raise ValueError(f"{flag} is not a training checkpoint of recipes/pretrain.py: no {WEIGHTS_NAME} in it (found {found}). "
-                         f"Give a folder OUTPUT_DIR/{CHECKPOINT_DIR}/step_N, or 'latest'.")
+        raise ValueError(
+            f"{flag} is not a training checkpoint of recipes/pretrain.py: no {WEIGHTS_NAME} in it (found {found}). "
+            f"Give a folder OUTPUT_DIR/{CHECKPOINT_DIR}/step_N, or 'latest'."
+        )
     if model is None:
         return
     from safetensors import safe_open
@@ -86,10 +97,14 @@ def check_resume_checkpoint(path: str, model=None):
             details.append(f"{len(unexpected)} weights belong to another model (e.g. {unexpected[:3]})")
         if mismatched:
             name = mismatched[0]
-            details.append(f"{len(mismatched)} weights have other shapes (e.g. {name}: checkpoint {list(saved[name])}, "
-                           f"model {list(expected[name])})")
-        raise ValueError(f"{flag} was written for another model: {'; '.join(details)}. Resume with the same model "
-                         "arguments (--preset, --backbone, --framework, ... or the same --config_file) as the run that wrote it.")
+            details.append(
+                f"{len(mismatched)} weights have other shapes (e.g. {name}: checkpoint {list(saved[name])}, "
+                f"model {list(expected[name])})"
+            )
+        raise ValueError(
+            f"{flag} was written for another model: {'; '.join(details)}. Resume with the same model "
+            "arguments (--preset, --backbone, --framework, ... or the same --config_file) as the run that wrote it."
+        )
 
 
 def _fsync_tree(folder):
@@ -143,9 +158,11 @@ def check_free_space(output_dir, required_bytes: int):
     """Fail before training when the output folder's disk cannot hold the checkpoints and the final model."""
     free = shutil.disk_usage(output_dir).free
     if free < required_bytes:
-        raise ValueError(f"--output_dir {str(output_dir)!r} has {free / 2**20:.0f} MiB free; this run needs about "
-                         f"{required_bytes / 2**20:.0f} MiB (checkpoints and the final model). Free some space, choose "
-                         "another folder, or lower --checkpoints_total_limit.")
+        raise ValueError(
+            f"--output_dir {str(output_dir)!r} has {free / 2**20:.0f} MiB free; this run needs about "
+            f"{required_bytes / 2**20:.0f} MiB (checkpoints and the final model). Free some space, choose "
+            "another folder, or lower --checkpoints_total_limit."
+        )
 
 
 def prepare_output_for_fresh_start(output_dir, overwrite: bool = False, remove: bool = True) -> str | None:

@@ -15,14 +15,22 @@ def check_finite_terms(terms: dict, step: int, last_good: str):
     finite = torch.isfinite(torch.stack([value.float() for value in terms.values()]))
     if not finite.all():
         bad = ", ".join(f"{name}={terms[name].item()}" for name, ok in zip(terms, finite.tolist()) if not ok)
-        raise NonFiniteLossError(f"Non-finite {bad} at step {step}. Training stopped; nothing was saved after the last "
-                                 f"good checkpoint ({last_good}). {RESUME_ADVICE}")
+        raise NonFiniteLossError(
+            f"Non-finite {bad} at step {step}. Training stopped; nothing was saved after the last "
+            f"good checkpoint ({last_good}). {RESUME_ADVICE}"
+        )
 
 
 def check_finite_weights(model, step: int, last_good: str):
     """Before a checkpoint: every floating-point tensor of the state dict (weights, BN statistics) is finite."""
-    bad = [name for name, tensor in model.state_dict().items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    bad = [
+        name
+        for name, tensor in model.state_dict().items()
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all()
+    ]
     if bad:
-        raise NonFiniteLossError(f"Non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) after step "
-                                 f"{step}. Training stopped without saving them; the last good checkpoint: {last_good}. "
-                                 f"{RESUME_ADVICE}")
+        raise NonFiniteLossError(
+            f"Non-finite weights ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}) after step "
+            f"{step}. Training stopped without saving them; the last good checkpoint: {last_good}. "
+            f"{RESUME_ADVICE}"
+        )

@@ -43,8 +43,13 @@ class TrainingState:
         self.history: list[dict] = []
 
     def state_dict(self):
-        return {"step": self.step, "epoch": self.epoch, "images_seen": self.images_seen,
-                "skipped_images": self.skipped_images, "history": json.dumps(self.history)}
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "images_seen": self.images_seen,
+            "skipped_images": self.skipped_images,
+            "history": json.dumps(self.history),
+        }
 
     def load_state_dict(self, state):
         self.step, self.epoch = int(state["step"]), int(state["epoch"])

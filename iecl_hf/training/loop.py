@@ -23,13 +23,26 @@ class Callback:
 
 
 class TrainingLoop:
-    def __init__(self, accelerator, loader, state, max_train_steps: int, steps_per_epoch: int | None,
-                 gradient_accumulation_steps: int = 1, streamed_data=None, callbacks=()):
+    def __init__(
+        self,
+        accelerator,
+        loader,
+        state,
+        max_train_steps: int,
+        steps_per_epoch: int | None,
+        gradient_accumulation_steps: int = 1,
+        streamed_data=None,
+        callbacks=(),
+    ):
         """`steps_per_epoch` None: a streamed dataset (`streamed_data`, whose `set_epoch` reshuffles), epochs without
         a known length; `state` is the checkpointed `TrainingState` (step, epoch), from which the loop continues."""
         self.accelerator, self.loader, self.state = accelerator, loader, state
         self.max_train_steps, self.steps_per_epoch = max_train_steps, steps_per_epoch
-        self.accumulation, self.streamed_data, self.callbacks = gradient_accumulation_steps, streamed_data, list(callbacks)
+        self.accumulation, self.streamed_data, self.callbacks = (
+            gradient_accumulation_steps,
+            streamed_data,
+            list(callbacks),
+        )
         self.num_epochs = math.ceil(max_train_steps / steps_per_epoch) if steps_per_epoch else sys.maxsize
 
     def micro_batches(self):

@@ -17,8 +17,10 @@ def build_encoder_optimizer(name: str, module: torch.nn.Module, lr: float, weigh
     if name not in OPTIMIZERS:
         raise ValueError(f"--optimizer {name!r} is not supported; allowed values: {', '.join(OPTIMIZERS)}.")
     excluded = {id(p) for p in exclude}
-    groups = [{**group, "params": [p for p in group["params"] if id(p) not in excluded]}
-              for group in param_groups_weight_decay(module, weight_decay)]
+    groups = [
+        {**group, "params": [p for p in group["params"] if id(p) not in excluded]}
+        for group in param_groups_weight_decay(module, weight_decay)
+    ]
     if name == "lars":
         return Lars(groups, lr=lr, momentum=0.9)
     if name == "sgd":
@@ -34,4 +36,6 @@ def build_generator_optimizer(parameters, lr: float, weight_decay: float = 0.0):
 
 def build_scheduler(name: str, optimizer, num_warmup_steps: int, num_training_steps: int):
     """transformers' schedulers, stepped once per optimizer step (not per process)."""
-    return get_scheduler(name, optimizer=optimizer, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps)
+    return get_scheduler(
+        name, optimizer=optimizer, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps
+    )

@@ -33,6 +33,7 @@ from ..data.loading import EMBEDDED_DATASET
 from ..hub.model_card import render_pretraining_card
 from ..hub.upload import push_release
 from ..image_processing import build_image_processor
+from .callbacks import CheckpointCallback, LoggingCallback, OnlineKnnCallback
 from .checkpointing import (
     check_free_space,
     check_resume_checkpoint,
@@ -41,11 +42,20 @@ from .checkpointing import (
 )
 from .finite import check_finite_terms
 from .logs import JsonlLogger, TrainingState
+from .loop import TrainingLoop
 from .optim import build_encoder_optimizer, build_generator_optimizer, build_scheduler
 from .visuals import save_training_curves, save_views_grid
 
-LOGGED_TERMS = ("loss", "base_loss", "entropy_query", "entropy_anchor", "kl_loss", "spectral_penalty", "spectral_norm_max",
-                "saib_logdet")
+LOGGED_TERMS = (
+    "loss",
+    "base_loss",
+    "entropy_query",
+    "entropy_anchor",
+    "kl_loss",
+    "spectral_penalty",
+    "spectral_norm_max",
+    "saib_logdet",
+)
 
 
 def take_subset(split, n):
@@ -102,22 +112,39 @@ def prepare_data(data_args, args, config, accelerator) -> TrainingData:
     """Load the dataset, detect its columns, build the training loader (not yet prepared), the online-kNN loaders
     and the preview images. Raises `ValueError` naming the flag to fix."""
     dataset_name = data_args.dataset_name or EMBEDDED_DATASET
-    raw = load_image_dataset(data_args.dataset_name, data_args.dataset_config_name, streaming=data_args.streaming,
-                             image_size=config.image_size, cache_dir=data_args.cache_dir)
+    raw = load_image_dataset(
+        data_args.dataset_name,
+        data_args.dataset_config_name,
+        streaming=data_args.streaming,
+        image_size=config.image_size,
+        cache_dir=data_args.cache_dir,
+    )
     if data_args.train_split not in raw:
-        raise ValueError(f"--train_split {data_args.train_split!r} is not a split of {dataset_name}; available: {list(raw)}.")
+        raise ValueError(
+            f"--train_split {data_args.train_split!r} is not a split of {dataset_name}; available: {list(raw)}."
+        )
     train_split = raw[data_args.train_split]
     if isinstance(train_split, Dataset) and len(train_split) == 0:
-        raise ValueError(f"The split {data_args.train_split!r} of {dataset_name} is empty; choose another --train_split "
-                         f"(available: {list(raw)}).")
+        raise ValueError(
+            f"The split {data_args.train_split!r} of {dataset_name} is empty; choose another --train_split "
+            f"(available: {list(raw)})."
+        )
     columns = detect_columns(train_split.features, data_args.image_column, data_args.label_column)
     if data_args.max_train_samples:  # a streamed split stays streamed
-        train_split = (train_split.take(data_args.max_train_samples) if data_args.streaming
-                       else take_subset(train_split, data_args.max_train_samples))
-    if isinstance(train_split, Dataset) and len(train_split) < args.per_device_train_batch_size * accelerator.num_processes:
-        raise ValueError(f"The training split has {len(train_split)} images, fewer than one global batch "
-                         f"({args.per_device_train_batch_size} x {accelerator.num_processes} processes); lower "
-                         "--per_device_train_batch_size.")
+        train_split = (
+            train_split.take(data_args.max_train_samples)
+            if data_args.streaming
+            else take_subset(train_split, data_args.max_train_samples)
+        )
+    if (
+        isinstance(train_split, Dataset)
+        and len(train_split) < args.per_device_train_batch_size * accelerator.num_processes
+    ):
+        raise ValueError(
+            f"The training split has {len(train_split)} images, fewer than one global batch "
+            f"({args.per_device_train_batch_size} x {accelerator.num_processes} processes); lower "
+            "--per_device_train_batch_size."
+        )
 
     if args.augmentation == "batched":
         train_data = make_uint8_dataset(train_split, columns, config.image_size)
@@ -128,16 +155,29 @@ def prepare_data(data_args, args, config, accelerator) -> TrainingData:
         # Each process reads its own shards; the loader is not prepared (that would shard a second time).
         train_data = train_data.shuffle(seed=args.seed, buffer_size=data_args.shuffle_buffer_size)
         train_data = split_dataset_by_node(train_data, accelerator.process_index, accelerator.num_processes)
-    workers = min(args.dataloader_num_workers, train_data.num_shards) if data_args.streaming else args.dataloader_num_workers
+    workers = (
+        min(args.dataloader_num_workers, train_data.num_shards) if data_args.streaming else args.dataloader_num_workers
+    )
     loader = DataLoader(
-        train_data, batch_size=args.per_device_train_batch_size, shuffle=not data_args.streaming, drop_last=True,
-        num_workers=workers, collate_fn=TwoViewCollator(),
+        train_data,
+        batch_size=args.per_device_train_batch_size,
+        shuffle=not data_args.streaming,
+        drop_last=True,
+        num_workers=workers,
+        collate_fn=TwoViewCollator(),
         persistent_workers=args.dataloader_num_workers > 0 and not data_args.streaming,
         generator=torch.Generator().manual_seed(args.seed),
     )
-    return TrainingData(dataset_name, train_split, columns, loader, train_data if data_args.streaming else None,
-                        device_augmentation, knn_loaders(raw, columns, data_args, args, config, accelerator),
-                        preview_images(raw, columns, data_args, config, dataset_name))
+    return TrainingData(
+        dataset_name,
+        train_split,
+        columns,
+        loader,
+        train_data if data_args.streaming else None,
+        device_augmentation,
+        knn_loaders(raw, columns, data_args, args, config, accelerator),
+        preview_images(raw, columns, data_args, config, dataset_name),
+    )
 
 
 def knn_loaders(raw, columns, data_args, args, config, accelerator):
@@ -150,20 +190,33 @@ def knn_loaders(raw, columns, data_args, args, config, accelerator):
     if columns.label is None or args.knn_every_epochs == 0 or validation_split in (None, "none"):
         return None
     if validation_split not in raw:
-        raise ValueError(f"--validation_split {validation_split!r} is not a split of {dataset_name}; available: {list(raw)}.")
+        raise ValueError(
+            f"--validation_split {validation_split!r} is not a split of {dataset_name}; available: {list(raw)}."
+        )
     validation_features = raw[validation_split].features
     if validation_features is not None:
         missing = [c for c in (columns.image, columns.label) if c not in validation_features]
         if missing:
-            raise ValueError(f"The validation split {validation_split!r} of {dataset_name} has no column(s) {missing}; "
-                             f"available columns: {list(validation_features)}. Pass --validation_split none to skip the "
-                             "online kNN.")
+            raise ValueError(
+                f"The validation split {validation_split!r} of {dataset_name} has no column(s) {missing}; "
+                f"available columns: {list(validation_features)}. Pass --validation_split none to skip the "
+                "online kNN."
+            )
     if isinstance(raw[validation_split], Dataset) and len(raw[validation_split]) == 0:
-        raise ValueError(f"The validation split {validation_split!r} of {dataset_name} is empty; pass another "
-                         "--validation_split, or --validation_split none to skip the online kNN.")
-    bank = make_eval_dataset(take_subset(raw[data_args.train_split], data_args.knn_max_train_samples), columns, config.image_size)
-    queries = make_eval_dataset(take_subset(raw[validation_split], data_args.knn_max_eval_samples), columns, config.image_size)
-    return [accelerator.prepare_data_loader(DataLoader(d, batch_size=256, collate_fn=TwoViewCollator())) for d in (bank, queries)]
+        raise ValueError(
+            f"The validation split {validation_split!r} of {dataset_name} is empty; pass another "
+            "--validation_split, or --validation_split none to skip the online kNN."
+        )
+    bank = make_eval_dataset(
+        take_subset(raw[data_args.train_split], data_args.knn_max_train_samples), columns, config.image_size
+    )
+    queries = make_eval_dataset(
+        take_subset(raw[validation_split], data_args.knn_max_eval_samples), columns, config.image_size
+    )
+    return [
+        accelerator.prepare_data_loader(DataLoader(d, batch_size=256, collate_fn=TwoViewCollator()))
+        for d in (bank, queries)
+    ]
 
 
 def preview_images(raw, columns, data_args, config, dataset_name) -> torch.Tensor:
@@ -171,8 +224,10 @@ def preview_images(raw, columns, data_args, config, dataset_name) -> torch.Tenso
     examples = make_eval_dataset(take_subset(raw[data_args.train_split], 64), columns, config.image_size)
     examples = [e for e in (examples[i] for i in range(len(examples))) if e["example"] is not None][:8]
     if not examples:
-        raise ValueError(f"None of the first 64 images of the split {data_args.train_split!r} of {dataset_name} could be "
-                         f"decoded (column {columns.image!r}); check the data or pass --image_column.")
+        raise ValueError(
+            f"None of the first 64 images of the split {data_args.train_split!r} of {dataset_name} could be "
+            f"decoded (column {columns.image!r}); check the data or pass --image_column."
+        )
     return TwoViewCollator()(examples)["pixel_values"]
 
 
@@ -202,10 +257,12 @@ def prepare_model(model, data: TrainingData, data_args, args, accelerator, check
     model = model.to(memory_format=memory_format)
     global_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     learning_rate = args.learning_rate or (1e-3 if args.optimizer == "adamw" else 0.3 * global_batch / 256)
-    encoder_optimizer = build_encoder_optimizer(args.optimizer, model, learning_rate, args.weight_decay,
-                                                exclude=model.generator_parameters())
-    generator_optimizer = build_generator_optimizer(model.generator_parameters(), args.generator_learning_rate,
-                                                    model.config.saib_weight_decay)
+    encoder_optimizer = build_encoder_optimizer(
+        args.optimizer, model, learning_rate, args.weight_decay, exclude=model.generator_parameters()
+    )
+    generator_optimizer = build_generator_optimizer(
+        model.generator_parameters(), args.generator_learning_rate, model.config.saib_weight_decay
+    )
     optimizers = [o for o in (encoder_optimizer, generator_optimizer) if o is not None]
     if checkpoint:  # another model's weights: a clear error now, not a wall of missing keys from load_state
         check_resume_checkpoint(checkpoint, model)
@@ -223,8 +280,18 @@ def prepare_model(model, data: TrainingData, data_args, args, accelerator, check
     scheduler = build_scheduler(args.lr_scheduler_type, optimizers[0].optimizer, warmup, max_train_steps)
     state = TrainingState()
     accelerator.register_for_checkpointing(scheduler, state)
-    training = Training(model, accelerator.unwrap_model(model), optimizers, scheduler, state, learning_rate, global_batch,
-                        max_train_steps, steps_per_epoch, memory_format)
+    training = Training(
+        model,
+        accelerator.unwrap_model(model),
+        optimizers,
+        scheduler,
+        state,
+        learning_rate,
+        global_batch,
+        max_train_steps,
+        steps_per_epoch,
+        memory_format,
+    )
     check_free_space(args.output_dir, required_disk_bytes(training, args))
     return training
 
@@ -232,11 +299,25 @@ def prepare_model(model, data: TrainingData, data_args, args, accelerator, check
 def required_disk_bytes(training: Training, args) -> int:
     """The kept checkpoints (weights + optimizer states), the one being written and the final model."""
     weight_bytes = sum(t.numel() * t.element_size() for t in training.unwrapped.state_dict().values())
-    optimizer_bytes = sum(t.numel() * t.element_size() for o in training.optimizers for s in o.state_dict()["state"].values()
-                          for t in s.values() if torch.is_tensor(t)) or 2 * weight_bytes
-    num_epochs = math.ceil(training.max_train_steps / training.steps_per_epoch) if training.steps_per_epoch else sys.maxsize
+    optimizer_bytes = (
+        sum(
+            t.numel() * t.element_size()
+            for o in training.optimizers
+            for s in o.state_dict()["state"].values()
+            for t in s.values()
+            if torch.is_tensor(t)
+        )
+        or 2 * weight_bytes
+    )
+    num_epochs = (
+        math.ceil(training.max_train_steps / training.steps_per_epoch) if training.steps_per_epoch else sys.maxsize
+    )
     every = args.checkpointing_steps or ""
-    saves = 1 + (training.max_train_steps // int(every) if every.isdigit() else 0) + (min(num_epochs, 1000) if every == "epoch" else 0)
+    saves = (
+        1
+        + (training.max_train_steps // int(every) if every.isdigit() else 0)
+        + (min(num_epochs, 1000) if every == "epoch" else 0)
+    )
     kept = min(saves, args.checkpoints_total_limit or saves)
     return (kept + 1) * (weight_bytes + optimizer_bytes) + weight_bytes + 20 * 2**20
 
@@ -259,6 +340,55 @@ def start_or_resume(training: Training, checkpoint, args, accelerator) -> JsonlL
     if args.resume_from_checkpoint:
         accelerator.print(f"No checkpoint in {args.output_dir}: starting from scratch.")
     return logger
+
+
+# ---------------------------------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class Callbacks:
+    logging: LoggingCallback
+    knn: OnlineKnnCallback | None
+    checkpoints: CheckpointCallback
+
+    def in_order(self) -> list:
+        """Step end: log, then checkpoint; epoch end: kNN, then checkpoint."""
+        return [self.logging, *([self.knn] if self.knn else []), self.checkpoints]
+
+
+def make_callbacks(training: Training, data: TrainingData, args, accelerator, logger, resumed: bool) -> Callbacks:
+    state = training.state
+    logging = LoggingCallback(
+        accelerator, logger, training.scheduler, args.logging_steps, training.max_train_steps, state.step
+    )
+    num_classes = len(data.columns.label_names or []) or None
+    knn = data.knn_loaders and OnlineKnnCallback(
+        accelerator, training.unwrapped, data.knn_loaders, num_classes, logger, args.knn_every_epochs
+    )
+    checkpoints = CheckpointCallback(
+        accelerator, args.output_dir, training.unwrapped, args.checkpointing_steps, args.checkpoints_total_limit,
+        extra_writer=lambda folder: write_views(training, data, args.seed, folder),
+        last_saved_step=state.step if resumed else None,
+    )  # fmt: skip
+    return Callbacks(logging, knn, checkpoints)
+
+
+def make_loop(training: Training, data: TrainingData, args, accelerator, callbacks: Callbacks) -> TrainingLoop:
+    accelerator.print(
+        f"{data.num_train_images} training images, global batch {training.global_batch}, {training.max_train_steps} "
+        f"steps, lr {training.learning_rate:g} ({args.optimizer}), model: {describe_model(training.unwrapped.config)}"
+    )
+    return TrainingLoop(
+        accelerator, data.loader, training.state, training.max_train_steps, training.steps_per_epoch,
+        args.gradient_accumulation_steps, data.streamed_data, callbacks.in_order(),
+    )  # fmt: skip
+
+
+def describe_model(config) -> str:
+    return (
+        f"{config.backbone} stem={config.stem} {config.image_size}px, generator={config.generator_architecture}, "
+        f"spectral norm={config.encoder_spectral_norm}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- the step
@@ -284,8 +414,11 @@ class PretrainingStep:
     def views(self, batch):
         device, state = self.accelerator.device, self.training.state
         if int(batch["num_skipped"]) and not state.skipped_images:
-            print(f"WARNING (process {self.accelerator.process_index}): an image could not be decoded and was skipped; "
-                  "skipped images are counted and reported at the end.", file=sys.stderr)
+            print(
+                f"WARNING (process {self.accelerator.process_index}): an image could not be decoded and was skipped; "
+                "skipped images are counted and reported at the end.",
+                file=sys.stderr,
+            )
         state.skipped_images += int(batch["num_skipped"])
         if "images" in batch:
             images = batch["images"].to(device, non_blocking=True)
@@ -294,7 +427,9 @@ class PretrainingStep:
             view_1, view_2 = batch["pixel_values"].to(device), batch["pixel_values_2"].to(device)
         memory_format = self.training.memory_format
         view_1, view_2 = view_1.contiguous(memory_format=memory_format), view_2.contiguous(memory_format=memory_format)
-        if self.accelerator.num_processes > 1:  # skipped images can leave ranks with unequal batches: gather needs equal
+        if (
+            self.accelerator.num_processes > 1
+        ):  # skipped images can leave ranks with unequal batches: gather needs equal
             size = int(self.accelerator.gather(torch.tensor([len(view_1)], device=device)).min())
             view_1, view_2 = view_1[:size], view_2[:size]
         return view_1, view_2
@@ -327,7 +462,9 @@ class PretrainingStep:
 # ---------------------------------------------------------------------------------------------------- the end
 
 
-def export(training: Training, data: TrainingData, args, data_args, accelerator, final_knn, skipped, initialized_from=None):
+def export(
+    training: Training, data: TrainingData, args, data_args, accelerator, final_knn, skipped, initialized_from=None
+):
     """The release folder (main process): the model, image processor, views.png, training_curves.png,
     train_results.json and the model card."""
     unwrapped, state, config = training.unwrapped, training.state, training.unwrapped.config
@@ -342,14 +479,32 @@ def export(training: Training, data: TrainingData, args, data_args, accelerator,
         figures["online kNN top-1 (%)"] = round(100 * final_knn, 2)
     figures["skipped images"] = skipped
     with open(os.path.join(output_dir, "train_results.json"), "w") as handle:
-        json.dump({"step": state.step, "epoch": state.epoch, "images_seen": state.images_seen, **figures,
-                   "args": {**vars(args), **vars(data_args)}}, handle, indent=2, default=str)
+        json.dump(
+            {
+                "step": state.step,
+                "epoch": state.epoch,
+                "images_seen": state.images_seen,
+                **figures,
+                "args": {**vars(args), **vars(data_args)},
+            },
+            handle,
+            indent=2,
+            default=str,
+        )
     card = render_pretraining_card(
-        config, repo_id=args.hub_model_id or output_dir,  # a local folder loads with the same snippet
-        dataset_name=data.dataset_name, num_train_images=data.num_train_images, steps=state.step, epochs=state.epoch,
-        global_batch_size=training.global_batch, optimizer=args.optimizer, learning_rate=training.learning_rate,
-        weight_decay=args.weight_decay, lr_scheduler_type=args.lr_scheduler_type,
-        final_figures={**figures, "_num_features": unwrapped.iecl.num_features}, initialized_from=initialized_from,
+        config,
+        repo_id=args.hub_model_id or output_dir,  # a local folder loads with the same snippet
+        dataset_name=data.dataset_name,
+        num_train_images=data.num_train_images,
+        steps=state.step,
+        epochs=state.epoch,
+        global_batch_size=training.global_batch,
+        optimizer=args.optimizer,
+        learning_rate=training.learning_rate,
+        weight_decay=args.weight_decay,
+        lr_scheduler_type=args.lr_scheduler_type,
+        final_figures={**figures, "_num_features": unwrapped.iecl.num_features},
+        initialized_from=initialized_from,
     )
     card.save(os.path.join(output_dir, "README.md"))
     accelerator.print(f"Saved the model, image processor, model card and pictures to {output_dir}")
@@ -357,7 +512,9 @@ def export(training: Training, data: TrainingData, args, data_args, accelerator,
 
 def write_views(training: Training, data: TrainingData, seed: int, folder: str):
     """views.png: original / standard view / SAIB view / amplified difference, for the preview images."""
-    save_views_grid(training.unwrapped, data.device_augmentation, data.preview, os.path.join(folder, "views.png"), seed=seed)
+    save_views_grid(
+        training.unwrapped, data.device_augmentation, data.preview, os.path.join(folder, "views.png"), seed=seed
+    )
 
 
 def finish(training: Training, knn, checkpoints, accelerator):
@@ -365,7 +522,9 @@ def finish(training: Training, knn, checkpoints, accelerator):
     skipped images over all processes. Returns (final kNN top-1 or None, skipped images)."""
     state = training.state
     final_knn = knn.accuracy() if knn else None
-    if final_knn is not None and not any(r.get("knn_top1") == final_knn and r["step"] == state.step for r in state.history):
+    if final_knn is not None and not any(
+        r.get("knn_top1") == final_knn and r["step"] == state.step for r in state.history
+    ):
         state.history.append({"step": state.step, "epoch": state.epoch, "knn_top1": final_knn})
     if checkpoints.last_saved_step != state.step:
         checkpoints.save(state)

@@ -29,8 +29,9 @@ def _top_level(keys) -> list[str]:
     return sorted({".".join(key.split(".")[:2]) if key.startswith("iecl.") else key.split(".")[0] for key in keys})
 
 
-def pretraining_model(config: IECLConfig, model_name_or_path: str | None = None,
-                      **hub_kwargs) -> tuple[IECLForPreTraining, str]:
+def pretraining_model(
+    config: IECLConfig, model_name_or_path: str | None = None, **hub_kwargs
+) -> tuple[IECLForPreTraining, str]:
     """(model, a line saying where its weights come from). Heads whose size a flag changed start fresh; raises
     `ValueError` when the checkpoint's encoder does not fit `config` (e.g. a flag changed the backbone)."""
     if not model_name_or_path:
@@ -39,8 +40,9 @@ def pretraining_model(config: IECLConfig, model_name_or_path: str | None = None,
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # its key-by-key load report: the line returned below says it shorter
     try:
-        model, info = IECLForPreTraining.from_pretrained(model_name_or_path, config=config, output_loading_info=True,
-                                                         ignore_mismatched_sizes=True, **hub_kwargs)
+        model, info = IECLForPreTraining.from_pretrained(
+            model_name_or_path, config=config, output_loading_info=True, ignore_mismatched_sizes=True, **hub_kwargs
+        )
     except OSError as error:  # no weights file in the folder / repo
         raise ValueError(f"{flag}: its weights cannot be read ({error}).") from error
     finally:
@@ -49,9 +51,13 @@ def pretraining_model(config: IECLConfig, model_name_or_path: str | None = None,
     mismatched = [key for key, *_ in info["mismatched_keys"]]
     bad_encoder = [key for key in [*info["missing_keys"], *mismatched] if key.startswith("iecl.")]
     if bad_encoder:
-        raise ValueError(f"{flag}: the checkpoint lacks or mis-sizes encoder weights ({bad_encoder[:3]}); continuing from "
-                         "it would train a partly random encoder. Flags that change the encoder (backbone, "
-                         "backbone_kwargs, stem) cannot be combined with a checkpoint.")
+        raise ValueError(
+            f"{flag}: the checkpoint lacks or mis-sizes encoder weights ({bad_encoder[:3]}); continuing from "
+            "it would train a partly random encoder. Flags that change the encoder (backbone, "
+            "backbone_kwargs, stem) cannot be combined with a checkpoint."
+        )
     fresh, unused = _top_level([*info["missing_keys"], *mismatched]), _top_level(info["unexpected_keys"])
-    line = f"weights from {model_name_or_path}" + (f"; initialized fresh: {', '.join(fresh)}" if fresh else " (all of them)")
+    line = f"weights from {model_name_or_path}" + (
+        f"; initialized fresh: {', '.join(fresh)}" if fresh else " (all of them)"
+    )
     return model, line + (f"; not used from the checkpoint: {', '.join(unused)}" if unused else "")

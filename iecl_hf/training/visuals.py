@@ -24,7 +24,12 @@ def save_views_grid(model, augmentation, images: torch.Tensor, path: str, seed: 
         generated, delta = model.generate_view(standard)
     scale = max(delta.abs().max().item(), 1e-8)
     amplified = (0.5 + 0.5 * delta / scale).clamp(0, 1)
-    rows = [("original", images), ("standard view", standard), ("SAIB view", generated), ("difference (amplified)", amplified)]
+    rows = [
+        ("original", images),
+        ("standard view", standard),
+        ("SAIB view", generated),
+        ("difference (amplified)", amplified),
+    ]
     n = images.shape[0]
     # One image per row (the N pictures side by side, 1 px apart): a few axes render much faster than 4 x N.
     figure, axes = plt.subplots(len(rows), 1, figsize=(1.2 * n, 1.3 * len(rows)), squeeze=False)
