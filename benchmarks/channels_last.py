@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from iecl_hf import IECLConfig, IECLForPreTraining  # noqa: E402
 from iecl_hf.training.arguments import PRESETS  # noqa: E402
-from iecl_hf.training.optim import build_encoder_optimizer, build_generator_optimizer  # noqa: E402
+from iecl_hf.training.optim import build_generator_optimizer, build_optimizer  # noqa: E402
 
 
 def main():
@@ -39,7 +39,7 @@ def main():
         torch.manual_seed(0)
         model = IECLForPreTraining(config).to(device, memory_format=memory_format)
         optimizers = [
-            build_encoder_optimizer("sgd", model.encoder_parameters(), 0.01, 5e-4),
+            build_optimizer("sgd", model, 0.01, 5e-4, exclude=model.generator_parameters()),
             build_generator_optimizer(model.generator_parameters(), 1e-3, config.saib_weight_decay),
         ]
         runners[name] = (model, optimizers, [v.contiguous(memory_format=memory_format) for v in views])

@@ -17,7 +17,7 @@ from iecl_hf import IECLConfig, IECLModel, build_image_processor  # noqa: E402
 from iecl_hf.data import decode_image, detect_columns, load_image_dataset  # noqa: E402
 from iecl_hf.data.augmentations import blur_kernel  # noqa: E402
 from iecl_hf.training.arguments import PRESETS  # noqa: E402
-from iecl_hf.training.optim import build_encoder_optimizer, build_scheduler  # noqa: E402
+from iecl_hf.training.optim import build_optimizer, build_scheduler  # noqa: E402
 
 
 def main():
@@ -79,7 +79,7 @@ def main():
     head = SimCLRProjectionHead(encoder.num_features, config.projection_hidden_dim, config.projection_dim).to(device)
     criterion = NTXentLoss(temperature=config.tau)
     lr = 0.3 * args.per_device_train_batch_size / 256
-    optimizer = build_encoder_optimizer("sgd", [*encoder.parameters(), *head.parameters()], lr, 5e-4)
+    optimizer = build_optimizer("sgd", torch.nn.ModuleList([encoder, head]), lr, 5e-4)
     steps = args.num_train_epochs * len(loader)
     scheduler = build_scheduler("cosine", optimizer, int(0.05 * steps), steps)
     encoder.train()

@@ -43,7 +43,7 @@ from iecl_hf import IECLConfig, IECLForPreTraining  # noqa: E402
 from iecl_hf.entropy_iecl import gaussian_kl  # noqa: E402
 from iecl_hf.saib_iecl import saib_logdet  # noqa: E402
 from iecl_hf.training.arguments import PRESETS, PretrainArguments  # noqa: E402
-from iecl_hf.training.optim import build_encoder_optimizer, build_generator_optimizer  # noqa: E402
+from iecl_hf.training.optim import build_generator_optimizer, build_optimizer  # noqa: E402
 
 # --preset name -> iecl_hf.training.arguments.PRESETS key. `standard` is the model the goal is set on.
 PRESET_NAMES = {"standard": "cifar", "cpu": "cpu"}
@@ -83,8 +83,8 @@ class Trainer:
         torch.manual_seed(0)
         self.device = views[0].device
         self.model = IECLForPreTraining(config).to(self.device).train()
-        self.encoder_optimizer = build_encoder_optimizer(
-            "sgd", self.model.encoder_parameters(), lr=0.075, weight_decay=1e-6
+        self.encoder_optimizer = build_optimizer(
+            "sgd", self.model, lr=0.075, weight_decay=1e-6, exclude=self.model.generator_parameters()
         )
         self.generator_optimizer = build_generator_optimizer(
             self.model.generator_parameters(), lr=1e-3, weight_decay=config.saib_weight_decay

@@ -41,7 +41,7 @@ from iecl_hf.data import (  # noqa: E402
 from iecl_hf.frameworks_iecl import ProjectionHead  # noqa: E402
 from iecl_hf.modeling_iecl import build_backbone  # noqa: E402
 from iecl_hf.training.arguments import PRESETS, PretrainArguments  # noqa: E402
-from iecl_hf.training.optim import build_encoder_optimizer, build_generator_optimizer  # noqa: E402
+from iecl_hf.training.optim import build_generator_optimizer, build_optimizer  # noqa: E402
 
 # The recipe computes the saib_logdet monitor on one step in --logging_steps (its default), as Recipe.step does.
 LOGGING_STEPS = PretrainArguments.__dataclass_fields__["logging_steps"].default
@@ -116,7 +116,7 @@ class Recipe:
             self.optimizers = [
                 o
                 for o in (
-                    build_encoder_optimizer("sgd", self.model.encoder_parameters(), 0.01, 5e-4),
+                    build_optimizer("sgd", self.model, 0.01, 5e-4, exclude=self.model.generator_parameters()),
                     build_generator_optimizer(self.model.generator_parameters(), 1e-3, config.saib_weight_decay),
                 )
                 if o

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from iecl_hf.training.optim import build_encoder_optimizer
+from iecl_hf.training.optim import build_optimizer
 
 
 def small_model():
@@ -42,7 +42,7 @@ def test_timm_lars_follows_simclr_lars_over_the_first_steps(weight_decay):
     over 5 steps at the weight decays LARS is used with."""
     reference, model = small_model(), small_model()
     simclr_lars_steps(reference, lr=1.0, weight_decay=weight_decay, steps=5)
-    optimizer = build_encoder_optimizer("lars", model, lr=1.0, weight_decay=weight_decay)
+    optimizer = build_optimizer("lars", model, lr=1.0, weight_decay=weight_decay)
     for step in range(5):
         optimizer.zero_grad()
         loss_of(model, step).backward()
@@ -56,7 +56,7 @@ def test_timm_lars_follows_simclr_lars_over_the_first_steps(weight_decay):
 
 def test_biases_and_norms_get_no_weight_decay_and_excluded_parameters_are_left_out():
     model = small_model()
-    optimizer = build_encoder_optimizer("sgd", model, lr=0.1, weight_decay=0.01, exclude=list(model[3].parameters()))
+    optimizer = build_optimizer("sgd", model, lr=0.1, weight_decay=0.01, exclude=list(model[3].parameters()))
     decay = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0.01 for p in g["params"]}
     no_decay = {id(p) for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"]}
     assert decay == {id(model[0].weight)}

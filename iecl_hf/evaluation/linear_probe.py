@@ -32,6 +32,7 @@ from ..data.pipeline import ExampleTransform, TwoViewCollator, apply_example_tra
 from ..hub.checkpoints import fetch_config_dict
 from ..image_processing import build_image_processor
 from ..modeling_iecl import IECLForImageClassification, IECLModel
+from ..training.optim import build_optimizer
 from .features import extract_features
 
 # Measured on standardized digits features (trained and random-init encoders): AdamW at 1e-3 underfits by ~5 points.
@@ -345,15 +346,14 @@ def encoded_batches(encoder, dataloader):
     return batches
 
 
-def make_optimizer(parameters, name: str = "sgd", learning_rate: float | None = None, weight_decay: float = 0.0):
+def make_optimizer(probe: nn.Module, name: str = "sgd", learning_rate: float | None = None, weight_decay: float = 0.0):
+    """The probe's optimizer (SGD momentum 0.9 or AdamW, `build_optimizer`) with the probe's default LR per name."""
     if name not in DEFAULT_LEARNING_RATES:
         raise ValueError(
             f"--optimizer {name!r} is not supported; allowed values: {', '.join(DEFAULT_LEARNING_RATES)}."
         )
     learning_rate = DEFAULT_LEARNING_RATES[name] if learning_rate is None else learning_rate
-    if name == "sgd":
-        return torch.optim.SGD(parameters, lr=learning_rate, momentum=0.9, weight_decay=weight_decay)
-    return torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
+    return build_optimizer(name, probe, learning_rate, weight_decay)
 
 
 def fit_linear_probe(
@@ -368,7 +368,7 @@ def fit_linear_probe(
 ) -> list[float]:
     """Train `probe` in place with cross-entropy and a cosine schedule (to 0 over all steps); returns the mean
     training loss of each epoch. With `accelerator`, the probe is prepared (DDP over processes, for `--augment`)."""
-    torch_optimizer = make_optimizer(probe.parameters(), optimizer, learning_rate, weight_decay)
+    torch_optimizer = make_optimizer(probe, optimizer, learning_rate, weight_decay)
     # Stepped by hand once per optimizer step (a prepared scheduler would step once per process).
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(torch_optimizer, T_max=max(epochs * steps_per_epoch, 1))
     model, step_optimizer = probe, torch_optimizer

@@ -8,8 +8,9 @@ from transformers import get_scheduler
 OPTIMIZERS = ("sgd", "adamw", "lars")
 
 
-def build_encoder_optimizer(name: str, module: torch.nn.Module, lr: float, weight_decay: float, exclude=()):
-    """The optimizer of `module`'s trainable parameters except `exclude` (SAIB's, which have their own).
+def build_optimizer(name: str, module: torch.nn.Module, lr: float, weight_decay: float, exclude=()):
+    """The optimizer of `module`'s trainable parameters except `exclude` (SAIB's, which have their own): the encoder's
+    in pretraining, the linear probe's in evaluation.
 
     timm's split: no weight decay for biases and normalization parameters (1-D); with LARS (timm's, the trust ratio
     `0.001 |w| / (|g| + wd |w|)` of You et al. 2017) they get no layer-wise adaptation either, as in SimCLR.

@@ -43,7 +43,7 @@ from .checkpointing import (
 from .finite import check_finite_terms
 from .logs import JsonlLogger, TrainingState
 from .loop import TrainingLoop
-from .optim import build_encoder_optimizer, build_generator_optimizer, build_scheduler
+from .optim import build_generator_optimizer, build_optimizer, build_scheduler
 from .visuals import save_training_curves, save_views_grid
 
 LOGGED_TERMS = (
@@ -257,7 +257,7 @@ def prepare_model(model, data: TrainingData, data_args, args, accelerator, check
     model = model.to(memory_format=memory_format)
     global_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     learning_rate = args.learning_rate or (1e-3 if args.optimizer == "adamw" else 0.3 * global_batch / 256)
-    encoder_optimizer = build_encoder_optimizer(
+    encoder_optimizer = build_optimizer(
         args.optimizer, model, learning_rate, args.weight_decay, exclude=model.generator_parameters()
     )
     generator_optimizer = build_generator_optimizer(
