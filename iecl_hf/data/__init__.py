@@ -1,6 +1,7 @@
 """Data for the recipes: loading any image dataset, decoding robustly, and the SimCLR augmentations."""
 
-from .augmentations import BatchedSimCLRAugmentation, SimCLRAugmentation, eval_transform, load_size_for
+from .augmentations import SimCLRAugmentation, SimCLRViewSpec, eval_transform, load_size_for
+from .batched_augmentation import BatchedSimCLRAugmentation
 from .decoding import decode_image
 from .loading import (
     EMBEDDED_DATASET,
@@ -13,6 +14,7 @@ from .pipeline import TwoViewCollator, make_eval_dataset, make_two_view_dataset,
 
 __all__ = [
     "SimCLRAugmentation",
+    "SimCLRViewSpec",
     "BatchedSimCLRAugmentation",
     "load_size_for",
     "make_uint8_dataset",

@@ -1,4 +1,7 @@
-"""SimCLR augmentations, resolution-aware, on CPU workers (torchvision transforms v2). Output: float in [0, 1]."""
+"""SimCLR augmentations: one spec of the view distribution, executed per image by torchvision (loader workers) or
+batched on the device (`batched_augmentation.py`). Output: float in [0, 1]."""
+
+from dataclasses import dataclass
 
 import torch
 from torchvision.transforms import v2
@@ -19,33 +22,70 @@ def blur_kernel(image_size: int) -> int | None:
     return None if image_size < SMALL_IMAGE_SIZE else int(0.1 * image_size) // 2 * 2 + 1
 
 
-class SimCLRAugmentation:
-    """Random resized crop, flip, colour jitter (p=0.8), greyscale (p=0.2), blur (only from 96 px up, where it
-    removes detail rather than the whole image), as in SimCLR and its CIFAR/STL variants.
+@dataclass(frozen=True)
+class SimCLRViewSpec:
+    """SimCLR's view distribution, in one place: the per-image torchvision path (`SimCLRAugmentation`) and the
+    batched on-device path (`BatchedSimCLRAugmentation`) both read it, so they cannot drift apart.
 
-    Crop scale and blur by image size: `crop_scale`, `blur_kernel`.
+    In order: a random resized crop (area fraction in `crop_scale`, aspect ratio in `crop_ratio`, log-uniform), a
+    horizontal flip, with `jitter_p` a colour jitter (brightness, contrast, saturation factors uniform in
+    1 +- strength, hue shift uniform in +-`hue`, the four in a random order per image), greyscale, Gaussian blur
+    (`blur_kernel` px, sigma uniform in `blur_sigma`), solarize (pixels >= `solarize_threshold` inverted).
     """
 
-    def __init__(self, image_size: int = 32, jitter_strength: float = 0.5):
+    image_size: int
+    crop_scale: tuple[float, float]
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: float = 0.0
+    blur_kernel: int | None = None
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.0
+    solarize_threshold: float = 0.5
+
+    @classmethod
+    def simclr(cls, image_size: int, jitter_strength: float = 0.5) -> "SimCLRViewSpec":
+        """SimCLR's recipe at `image_size` (its CIFAR variant below 96 px: crop scale from 0.2, no blur)."""
         s, kernel = jitter_strength, blur_kernel(image_size)
-        steps = [
-            v2.ToImage(),
-            v2.RandomResizedCrop(image_size, scale=crop_scale(image_size), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8),
-            v2.RandomGrayscale(p=0.2),
-        ]
-        if kernel:
-            steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5))
-        steps.append(v2.ToDtype(torch.float32, scale=True))
-        self.transform = v2.Compose(steps)
-        self.image_size = image_size
+        return cls(image_size, crop_scale(image_size), brightness=0.8 * s, contrast=0.8 * s, saturation=0.8 * s,
+                   hue=0.2 * s, blur_p=0.5 if kernel else 0.0, blur_kernel=kernel)  # fmt: skip
+
+
+def torchvision_transform(spec: SimCLRViewSpec) -> v2.Compose:
+    """The spec as a per-image torchvision v2 transform: PIL image or uint8 tensor -> float in [0, 1]."""
+    steps = [
+        v2.ToImage(),
+        v2.RandomResizedCrop(spec.image_size, scale=spec.crop_scale, ratio=spec.crop_ratio, antialias=True),
+        v2.RandomHorizontalFlip(spec.flip_p),
+        v2.RandomApply([v2.ColorJitter(spec.brightness, spec.contrast, spec.saturation, spec.hue)], p=spec.jitter_p),
+        v2.RandomGrayscale(p=spec.grayscale_p),
+    ]
+    if spec.blur_p > 0:
+        steps.append(v2.RandomApply([v2.GaussianBlur(spec.blur_kernel, sigma=spec.blur_sigma)], p=spec.blur_p))
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    if spec.solarize_p > 0:
+        steps.append(v2.RandomSolarize(spec.solarize_threshold, p=spec.solarize_p))
+    return v2.Compose(steps)
+
+
+class SimCLRAugmentation:
+    """SimCLR views one image at a time in the loader workers (torchvision v2), from `SimCLRViewSpec.simclr`."""
+
+    def __init__(self, image_size: int = 32, jitter_strength: float = 0.5, spec: SimCLRViewSpec | None = None):
+        self.spec = spec or SimCLRViewSpec.simclr(image_size, jitter_strength)
+        self.transform = torchvision_transform(self.spec)
 
     def __call__(self, image):
         return self.transform(image)
 
     def __repr__(self):
-        return f"SimCLRAugmentation(image_size={self.image_size}, {self.transform!r})"
+        return f"SimCLRAugmentation({self.spec})"
 
 
 def eval_transform(image_size: int):
@@ -60,36 +100,6 @@ def eval_transform(image_size: int):
             v2.ToDtype(torch.float32, scale=True),
         ]
     )
-
-
-class BatchedSimCLRAugmentation(torch.nn.Module):
-    """The same SimCLR recipe as `SimCLRAugmentation`, applied to a whole uint8 batch on its device (kornia).
-
-    Measured on this project's 2-core CPU machine (32 px): about 7,000 images/s batched against about 700 for
-    per-image torchvision v2 in a worker, which would make the input pipeline the bottleneck. On a GPU the
-    augmentation costs a few kernels per step. Input: uint8 or float (B, 3, S, S); output: float in [0, 1].
-    """
-
-    def __init__(self, image_size: int = 32, jitter_strength: float = 0.5):
-        super().__init__()
-        import kornia.augmentation as K
-
-        s, kernel = jitter_strength, blur_kernel(image_size)
-        steps = [
-            K.RandomResizedCrop((image_size, image_size), scale=crop_scale(image_size)),
-            K.RandomHorizontalFlip(),
-            K.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s, p=0.8),
-            K.RandomGrayscale(p=0.2),
-        ]
-        if kernel:
-            steps.append(K.RandomGaussianBlur((kernel, kernel), (0.1, 2.0), p=0.5))
-        self.augment = torch.nn.Sequential(*steps)
-        self.image_size = image_size
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
-        return self.augment(images).clamp_(0, 1)
 
 
 def load_size_for(image_size: int) -> int:

@@ -209,7 +209,8 @@ class PretrainArguments(CheckpointArguments, HubArguments, ConfigFileArguments):
         default="batched",
         metadata={
             "help": (
-                "batched (kornia on the device; measured fastest) | workers (torchvision v2 in the loader processes)."
+                "batched (per-image random parameters, the whole batch on the device; measured fastest) | workers "
+                "(torchvision v2 in the loader processes). Both read the same SimCLRViewSpec."
             )
         },
     )

@@ -1,0 +1,254 @@
+"""SimCLR views of a whole batch on its device, with per-image random parameters and a few kernels per step.
+
+The parameters of every image are drawn in a few tensor ops (`sample_view_params`) with the algorithms of
+torchvision's transforms (crop: up to 10 tries of area and log-ratio, then a centre crop; jitter: factors uniform in
+their ranges, the four in a random order per image), then applied to the batch at once (`apply_view_params`): the
+crops in one `grid_sample` call (bilinear: `resized_crop` without antialiasing, exactly), flips, greyscale and
+solarize as masked selects, the jitter as batched blends and an RGB <-> HSV round trip (each operation once per
+image), the blur as one grouped convolution.
+`tests/test_augmentation_distribution.py` checks both against torchvision's transform built from the same
+`SimCLRViewSpec`.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .augmentations import SimCLRViewSpec
+
+CROP_TRIES = 10  # as torchvision's RandomResizedCrop
+GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma, as torchvision's rgb_to_grayscale
+BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)  # columns of ViewParams.factors, ids in ViewParams.order
+
+
+@dataclass
+class ViewParams:
+    """Per-image parameters of one batch of views (B images)."""
+
+    boxes: torch.Tensor  # (B, 4) float: left, top, width, height of the crop, in pixels of the input
+    flip: torch.Tensor  # (B,) bool
+    jitter: torch.Tensor  # (B,) bool: colour jitter applied
+    factors: torch.Tensor  # (B, 4): brightness, contrast, saturation factors and hue shift
+    order: torch.Tensor  # (B, 4) long: a permutation of the four jitter operations per image
+    grayscale: torch.Tensor  # (B,) bool
+    blur: torch.Tensor  # (B,) bool
+    sigma: torch.Tensor  # (B,) float
+    solarize: torch.Tensor  # (B,) bool
+
+
+def _uniform(low, high, shape, device, generator):
+    return low + (high - low) * torch.rand(shape, device=device, generator=generator)
+
+
+def sample_crop_boxes(spec: SimCLRViewSpec, batch: int, height: int, width: int, device=None, generator=None):
+    """(B, 4) boxes (left, top, width, height): torchvision's RandomResizedCrop sampling, vectorized. Each image tries
+    `CROP_TRIES` (area, log aspect ratio) draws and keeps the first that fits; none fitting gives a centre crop at
+    the nearest allowed ratio."""
+    area = height * width
+    target_area = area * _uniform(*spec.crop_scale, (batch, CROP_TRIES), device, generator)
+    log_ratio = _uniform(
+        math.log(spec.crop_ratio[0]), math.log(spec.crop_ratio[1]), (batch, CROP_TRIES), device, generator
+    )
+    ratio = torch.exp(log_ratio)
+    w = torch.round(torch.sqrt(target_area * ratio))
+    h = torch.round(torch.sqrt(target_area / ratio))
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first try that fits (0 when none does)
+    w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
+
+    # No try fits: the whole image, cut to the ratio range.
+    in_ratio = width / height
+    if in_ratio < min(spec.crop_ratio):
+        fallback_w, fallback_h = width, round(width / min(spec.crop_ratio))
+    elif in_ratio > max(spec.crop_ratio):
+        fallback_w, fallback_h = round(height * max(spec.crop_ratio)), height
+    else:
+        fallback_w, fallback_h = width, height
+    any_fit = fits.any(dim=1)
+    w = torch.where(any_fit, w, torch.full_like(w, fallback_w))
+    h = torch.where(any_fit, h, torch.full_like(h, fallback_h))
+    # Position: uniform over the valid offsets (torch.randint(0, H - h + 1) per image); centred in the fallback.
+    top = torch.floor(torch.rand(batch, device=device, generator=generator) * (height - h + 1))
+    left = torch.floor(torch.rand(batch, device=device, generator=generator) * (width - w + 1))
+    top = torch.where(any_fit, top, (height - h) // 2)
+    left = torch.where(any_fit, left, (width - w) // 2)
+    return torch.stack([left, top, w, h], dim=1)
+
+
+def sample_view_params(spec: SimCLRViewSpec, batch: int, height: int, width: int, device=None, generator=None):
+    """Every random choice of one batch of views, in a few tensor ops (from `generator`, else the device's RNG)."""
+
+    def bernoulli(p):
+        return torch.rand(batch, device=device, generator=generator) < p
+
+    def around_one(strength):
+        return _uniform(max(0.0, 1 - strength), 1 + strength, batch, device, generator)
+
+    boxes = sample_crop_boxes(spec, batch, height, width, device, generator)
+    flip = bernoulli(spec.flip_p)
+    jitter = bernoulli(spec.jitter_p)
+    factors = torch.stack([around_one(spec.brightness), around_one(spec.contrast), around_one(spec.saturation),
+                           _uniform(-spec.hue, spec.hue, batch, device, generator)], dim=1)  # fmt: skip
+    order = torch.rand(batch, 4, device=device, generator=generator).argsort(dim=1)  # a uniform random permutation
+    grayscale = bernoulli(spec.grayscale_p)
+    blur = bernoulli(spec.blur_p)
+    sigma = _uniform(*spec.blur_sigma, batch, device, generator)
+    solarize = bernoulli(spec.solarize_p)
+    return ViewParams(boxes, flip, jitter, factors, order, grayscale, blur, sigma, solarize)
+
+
+# ---------------------------------------------------------------------------------------------- the operations
+
+
+def _per_image(mask: torch.Tensor) -> torch.Tensor:
+    return mask.view(-1, 1, 1, 1)
+
+
+def grey(images: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) luma of RGB images."""
+    r, g, b = images.unbind(dim=1)
+    return (GREY_WEIGHTS[0] * r + GREY_WEIGHTS[1] * g + GREY_WEIGHTS[2] * b).unsqueeze(1)
+
+
+def _blend(images, other, factor):
+    """factor * images + (1 - factor) * other, clamped to [0, 1] (torchvision's blend of float images)."""
+    factor = factor.view(-1, 1, 1, 1)
+    return (factor * images + (1 - factor) * other).clamp(0, 1)
+
+
+def rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] -> HSV, all three in [0, 1] (hue as a fraction of the turn)."""
+    r, g, b = images.unbind(dim=1)
+    value, _ = images.max(dim=1)
+    spread = value - images.min(dim=1).values
+    safe_spread = torch.where(spread > 0, spread, torch.ones_like(spread))
+    saturation = torch.where(value > 0, spread / torch.where(value > 0, value, torch.ones_like(value)), 0.0)
+    # The sector of the largest channel (red first, then green, on ties), as a position on the hue circle in 0..6.
+    hue = torch.where(
+        value == r,
+        (g - b) / safe_spread,
+        torch.where(value == g, (b - r) / safe_spread + 2, (r - g) / safe_spread + 4),
+    )
+    hue = torch.where(spread > 0, (hue / 6).remainder(1.0), 0.0)
+    return torch.stack([hue, saturation, value], dim=1)
+
+
+def hsv_to_rgb(images: torch.Tensor) -> torch.Tensor:
+    hue, saturation, value = images.unbind(dim=1)
+    sector = torch.floor(hue * 6)
+    fraction = hue * 6 - sector
+    sector = sector.long().remainder(6).unsqueeze(1)
+    p = value * (1 - saturation)
+    q = value * (1 - saturation * fraction)
+    t = value * (1 - saturation * (1 - fraction))
+    # Per sector 0..5, (r, g, b) = (v,t,p) (q,v,p) (p,v,t) (p,q,v) (t,p,v) (v,p,q).
+    r = torch.stack([value, q, p, p, t, value], dim=1).gather(1, sector)
+    g = torch.stack([t, value, value, q, p, p], dim=1).gather(1, sector)
+    b = torch.stack([p, p, t, value, value, q], dim=1).gather(1, sector)
+    return torch.cat([r, g, b], dim=1)
+
+
+def shift_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    hsv = rgb_to_hsv(images)
+    hue = (hsv[:, 0] + shift.view(-1, 1, 1)).remainder(1.0)
+    return hsv_to_rgb(torch.stack([hue, hsv[:, 1], hsv[:, 2]], dim=1))
+
+
+def brightness(images, factor):
+    return _blend(images, torch.zeros_like(images), factor)
+
+
+def contrast(images, factor):
+    return _blend(images, grey(images).mean(dim=(1, 2, 3), keepdim=True), factor)
+
+
+def saturation(images, factor):
+    return _blend(images, grey(images), factor)
+
+
+JITTER_OPERATIONS = {BRIGHTNESS: brightness, CONTRAST: contrast, SATURATION: saturation, HUE: shift_hue}
+
+
+def colour_jitter(
+    images: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, apply: torch.Tensor
+) -> torch.Tensor:
+    """The four jitter operations on the images where `apply` holds, each image in its own order: at each of the 4
+    positions, each operation runs once on the images whose order names it there. Every image gets each operation
+    once (computing all four for the whole batch at every position and selecting would do 4x the work: the hue
+    round trip dominates on a CPU)."""
+    images = images.clone()
+    for position in range(4):
+        for operation_id, operation in JITTER_OPERATIONS.items():
+            chosen = (apply & (order[:, position] == operation_id)).nonzero().squeeze(1)
+            if len(chosen):
+                images[chosen] = operation(images[chosen], factors[chosen, operation_id])
+    return images
+
+
+def gaussian_blur(images: torch.Tensor, kernel_size: int, sigma: torch.Tensor) -> torch.Tensor:
+    """A separable Gaussian blur with one sigma per image (reflect padding): one grouped convolution per axis."""
+    batch, channels, height, width = images.shape
+    offsets = torch.arange(kernel_size, device=images.device, dtype=images.dtype) - (kernel_size - 1) / 2
+    kernels = torch.exp(-0.5 * (offsets / sigma.view(-1, 1).to(images.dtype)) ** 2)
+    kernels = (kernels / kernels.sum(dim=1, keepdim=True)).repeat_interleave(channels, dim=0)  # (B*C, k)
+    flat = images.reshape(1, batch * channels, height, width)
+    pad = kernel_size // 2
+    flat = F.conv2d(
+        F.pad(flat, (pad, pad, 0, 0), mode="reflect"), kernels.view(-1, 1, 1, kernel_size), groups=batch * channels
+    )
+    flat = F.conv2d(
+        F.pad(flat, (0, 0, pad, pad), mode="reflect"), kernels.view(-1, 1, kernel_size, 1), groups=batch * channels
+    )
+    return flat.view(batch, channels, height, width)
+
+
+def resized_crops(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop each image to its box and resize it to `size` x `size`, bilinear: exactly `resized_crop` without
+    antialiasing (the crop, then `interpolate(align_corners=False)`), for the whole batch in one `grid_sample`.
+    The sample positions are clamped to the box, as interpolating the cut-out crop clamps them to its edges."""
+    _, _, height, width = images.shape
+    left, top, w, h = boxes.to(images.dtype).unbind(dim=1)
+    steps = torch.arange(size, device=images.device, dtype=images.dtype) + 0.5  # output pixel centres
+    xs = left[:, None] + ((steps[None] * w[:, None] / size) - 0.5).clamp(min=0).minimum(w[:, None] - 1)
+    ys = top[:, None] + ((steps[None] * h[:, None] / size) - 0.5).clamp(min=0).minimum(h[:, None] - 1)
+    grid = torch.stack(  # (B, size, size, 2) of (x, y) in [-1, 1], pixel centres at the ends (align_corners=True)
+        [
+            (2 * xs / (width - 1) - 1)[:, None, :].expand(-1, size, -1),
+            (2 * ys / (height - 1) - 1)[:, :, None].expand(-1, -1, size),
+        ],
+        dim=-1,
+    )
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def apply_view_params(images: torch.Tensor, params: ViewParams, spec: SimCLRViewSpec) -> torch.Tensor:
+    """(B, 3, H, W) float images in [0, 1] -> (B, 3, S, S) views with the given parameters."""
+    views = resized_crops(images, params.boxes, spec.image_size)
+    views = torch.where(_per_image(params.flip), views.flip(-1), views)
+    views = colour_jitter(views, params.factors.to(views.dtype), params.order, params.jitter)
+    views = torch.where(_per_image(params.grayscale), grey(views).expand_as(views), views)
+    if spec.blur_p > 0:
+        views = torch.where(_per_image(params.blur), gaussian_blur(views, spec.blur_kernel, params.sigma), views)
+    if spec.solarize_p > 0:
+        views = torch.where(_per_image(params.solarize) & (views >= spec.solarize_threshold), 1 - views, views)
+    return views.clamp(0, 1)
+
+
+class BatchedSimCLRAugmentation(torch.nn.Module):
+    """SimCLR views of a uint8 (or [0, 1] float) batch (B, 3, H, W) on its device, from `SimCLRViewSpec.simclr`."""
+
+    def __init__(self, image_size: int = 32, jitter_strength: float = 0.5, spec: SimCLRViewSpec | None = None):
+        super().__init__()
+        self.spec = spec or SimCLRViewSpec.simclr(image_size, jitter_strength)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+        batch, _, height, width = images.shape
+        params = sample_view_params(self.spec, batch, height, width, images.device, generator)
+        return apply_view_params(images, params, self.spec)
+
+    def extra_repr(self) -> str:
+        return str(self.spec)

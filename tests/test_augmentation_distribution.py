@@ -1,0 +1,188 @@
+"""The batched on-device SimCLR views against torchvision's per-image transform built from the same spec (issue 11).
+
+Not against itself: the crop boxes are compared with torchvision's own sampler (`RandomResizedCrop.get_params`), the
+probabilities and jitter ranges with the values inside torchvision's transform objects, and the pixels, for fixed
+parameters, with torchvision's functional operations applied one image at a time.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torchvision import transforms
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from iecl_hf.data import SimCLRViewSpec
+from iecl_hf.data.augmentations import torchvision_transform
+from iecl_hf.data.batched_augmentation import (
+    BRIGHTNESS,
+    CONTRAST,
+    HUE,
+    SATURATION,
+    BatchedSimCLRAugmentation,
+    ViewParams,
+    apply_view_params,
+    sample_crop_boxes,
+    sample_view_params,
+)
+
+DRAWS = 4000
+
+
+def torchvision_boxes(height, width, scale, ratio, n, seed=0):
+    """(n, 4) boxes (left, top, width, height) from torchvision's sampler."""
+    torch.manual_seed(seed)
+    image = torch.zeros(3, height, width)
+    rows = [transforms.RandomResizedCrop.get_params(image, list(scale), list(ratio)) for _ in range(n)]
+    return np.array([(j, i, w, h) for i, j, h, w in rows], dtype=np.float64)
+
+
+def box_statistics(boxes, height, width):
+    """Area fraction, log aspect ratio, and the offsets as fractions of their ranges."""
+    left, top, w, h = boxes.T
+    return {
+        "area": w * h / (height * width),
+        "log_ratio": np.log(w / h),
+        "left": (left + 0.5) / (width - w + 1),
+        "top": (top + 0.5) / (height - h + 1),
+    }
+
+
+@pytest.mark.parametrize("image_size, height, width", [(32, 32, 32), (96, 110, 110), (32, 24, 64)])
+def test_crop_boxes_follow_torchvision(image_size, height, width):
+    spec = SimCLRViewSpec.simclr(image_size)
+    generator = torch.Generator().manual_seed(1)
+    ours = sample_crop_boxes(spec, DRAWS, height, width, generator=generator).double().numpy()
+    reference = torchvision_boxes(height, width, spec.crop_scale, spec.crop_ratio, DRAWS)
+    assert ours[:, 2].max() <= width and ours[:, 3].max() <= height and ours.min() >= 0
+    assert (ours[:, 0] + ours[:, 2] <= width).all() and (ours[:, 1] + ours[:, 3] <= height).all()
+    ours_stats, reference_stats = box_statistics(ours, height, width), box_statistics(reference, height, width)
+    for key in ours_stats:
+        p_value = stats.ks_2samp(ours_stats[key], reference_stats[key]).pvalue
+        assert p_value > 1e-3, (key, p_value)
+
+
+def test_a_wrong_crop_scale_range_is_detected():
+    """The comparison above has the power to see a wrong scale range (0.08 instead of CIFAR's 0.2)."""
+    spec = SimCLRViewSpec.simclr(32)
+    wrong = SimCLRViewSpec(32, crop_scale=(0.08, 1.0))
+    generator = torch.Generator().manual_seed(1)
+    ours = sample_crop_boxes(wrong, DRAWS, 32, 32, generator=generator).double().numpy()
+    reference = torchvision_boxes(32, 32, spec.crop_scale, spec.crop_ratio, DRAWS)
+    area = box_statistics(ours, 32, 32)["area"], box_statistics(reference, 32, 32)["area"]
+    assert stats.ks_2samp(*area).pvalue < 1e-6
+
+
+def transform_parts(spec):
+    """The torchvision transform's own settings: p of each random step, and the ColorJitter ranges."""
+    parts = {}
+    for step in torchvision_transform(spec).transforms:
+        if isinstance(step, v2.RandomHorizontalFlip):
+            parts["flip"] = step.p
+        elif isinstance(step, v2.RandomGrayscale):
+            parts["grayscale"] = step.p
+        elif isinstance(step, v2.RandomApply) and isinstance(step.transforms[0], v2.ColorJitter):
+            parts["jitter"], parts["color_jitter"] = step.p, step.transforms[0]
+        elif isinstance(step, v2.RandomApply) and isinstance(step.transforms[0], v2.GaussianBlur):
+            parts["blur"], parts["gaussian_blur"] = step.p, step.transforms[0]
+    return parts
+
+
+@pytest.mark.parametrize("image_size", [32, 96])
+def test_probabilities_and_jitter_ranges_match_torchvision(image_size):
+    spec = SimCLRViewSpec.simclr(image_size)
+    parts = transform_parts(spec)
+    n = 20000
+    params = sample_view_params(spec, n, image_size, image_size, generator=torch.Generator().manual_seed(2))
+    expected = {"flip": parts["flip"], "jitter": parts["jitter"], "grayscale": parts["grayscale"],
+                "blur": parts.get("blur", 0.0)}  # fmt: skip
+    assert expected["jitter"] == 0.8 and expected["grayscale"] == 0.2 and expected["flip"] == 0.5
+    assert (image_size >= 96) == ("blur" in parts)
+    for name, p in expected.items():
+        rate = getattr(params, name).double().mean().item()
+        assert abs(rate - p) <= 4.5 * math.sqrt(max(p * (1 - p), 1e-12) / n) + 1e-12, (name, rate, p)
+
+    jitter = parts["color_jitter"]
+    for column, interval in ((BRIGHTNESS, jitter.brightness), (CONTRAST, jitter.contrast),
+                             (SATURATION, jitter.saturation), (HUE, jitter.hue)):  # fmt: skip
+        values = params.factors[:, column].double().numpy()
+        low, high = interval
+        assert values.min() >= low and values.max() <= high, (column, values.min(), values.max(), interval)
+        assert stats.kstest(values, stats.uniform(loc=low, scale=high - low).cdf).pvalue > 1e-3, column
+    if "gaussian_blur" in parts:
+        blur = parts["gaussian_blur"]
+        assert list(blur.kernel_size) == [spec.blur_kernel] * 2
+        low, high = blur.sigma
+        sigma = params.sigma.double().numpy()
+        assert sigma.min() >= low and sigma.max() <= high
+        assert stats.kstest(sigma, stats.uniform(loc=low, scale=high - low).cdf).pvalue > 1e-3
+
+
+def test_the_jitter_order_is_a_uniform_random_permutation_per_image():
+    """torchvision's ColorJitter applies its four operations in a random order (torch.randperm(4)) per call."""
+    n = 24 * 1000
+    params = sample_view_params(SimCLRViewSpec.simclr(32), n, 32, 32, generator=torch.Generator().manual_seed(3))
+    assert (params.order.sort(dim=1).values == torch.arange(4)).all()  # each row is a permutation
+    codes = (params.order * torch.tensor([64, 16, 4, 1])).sum(dim=1)
+    counts = torch.bincount(codes, minlength=256)[torch.unique(codes)]
+    assert len(counts) == 24
+    assert stats.chisquare(counts.numpy()).pvalue > 1e-3
+
+
+def reference_view(image, params, index, spec):
+    """One view with torchvision's functional operations, one image at a time."""
+    left, top, w, h = (int(v) for v in params.boxes[index].tolist())
+    size = [spec.image_size, spec.image_size]
+    view = TF.resized_crop(image, top, left, h, w, size, interpolation=v2.InterpolationMode.BILINEAR, antialias=False)
+    if params.flip[index]:
+        view = TF.horizontal_flip(view)
+    if params.jitter[index]:
+        operations = {BRIGHTNESS: TF.adjust_brightness, CONTRAST: TF.adjust_contrast,
+                      SATURATION: TF.adjust_saturation, HUE: TF.adjust_hue}  # fmt: skip
+        for operation in params.order[index].tolist():
+            view = operations[operation](view, params.factors[index, operation].item())
+    if params.grayscale[index]:
+        view = TF.rgb_to_grayscale(view, num_output_channels=3)
+    if spec.blur_p > 0 and params.blur[index]:
+        sigma = params.sigma[index].item()
+        view = TF.gaussian_blur(view, [spec.blur_kernel, spec.blur_kernel], [sigma, sigma])
+    if spec.solarize_p > 0 and params.solarize[index]:
+        view = TF.solarize(view, spec.solarize_threshold)
+    return view
+
+
+@pytest.mark.parametrize("image_size, load_size", [(32, 32), (96, 110)])
+def test_fixed_parameters_give_torchvisions_pixels(image_size, load_size):
+    spec = SimCLRViewSpec.simclr(image_size)
+    spec = SimCLRViewSpec(**{**spec.__dict__, "solarize_p": 0.5})  # solarize too (no preset uses it yet)
+    n = 24
+    generator = torch.Generator().manual_seed(4)
+    images = torch.rand(n, 3, load_size, load_size, generator=generator)
+    params = sample_view_params(spec, n, load_size, load_size, generator=generator)
+    # Every branch taken by some images and skipped by others.
+    for mask in (params.flip, params.jitter, params.grayscale, params.solarize):
+        assert 0 < int(mask.sum()) < n
+    ours = apply_view_params(images, params, spec)
+    for index in range(n):
+        expected = reference_view(images[index], params, index, spec)
+        torch.testing.assert_close(ours[index], expected, rtol=0, atol=2e-5, msg=f"image {index}")
+
+
+def test_the_module_draws_from_the_given_generator_and_keeps_the_range():
+    augmentation = BatchedSimCLRAugmentation(32)
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    first = augmentation(images, generator=torch.Generator().manual_seed(5))
+    second = augmentation(images, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    assert first.shape == (16, 3, 32, 32) and first.min() >= 0 and first.max() <= 1
+    assert not torch.equal(first, augmentation(images, generator=torch.Generator().manual_seed(6)))
+
+
+def test_view_params_fields_are_per_image():
+    params = sample_view_params(SimCLRViewSpec.simclr(32), 7, 32, 32)
+    assert isinstance(params, ViewParams)
+    for name, value in params.__dict__.items():
+        assert value.shape[0] == 7, name
