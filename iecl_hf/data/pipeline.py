@@ -43,7 +43,7 @@ class TwoViewCollator:
         return batch
 
 
-def _undecoded(dataset, columns: DatasetColumns):
+def undecoded(dataset, columns: DatasetColumns):
     """Keep images as raw bytes, so one corrupt file is skipped by our decoder instead of crashing the loader."""
     feature = dataset.features[columns.image] if dataset.features is not None else None
     if isinstance(feature, datasets.Image):
@@ -53,7 +53,7 @@ def _undecoded(dataset, columns: DatasetColumns):
 
 def apply_example_transform(dataset, transform: ExampleTransform):
     """Attach `transform` lazily: `with_transform` on a map-style split, a lazy `map` on a streamed one."""
-    dataset = _undecoded(dataset, transform.columns)
+    dataset = undecoded(dataset, transform.columns)
     if isinstance(dataset, datasets.IterableDataset):
         keep = [c for c in (transform.columns.image, transform.columns.label) if c]
         return dataset.select_columns(keep).map(

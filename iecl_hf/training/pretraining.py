@@ -29,6 +29,7 @@ from ..data import (
     make_two_view_dataset,
     make_uint8_dataset,
 )
+from ..data.decoded import DECODE_ONCE_MAX_BYTES, DecodedImages, decoded_array_bytes, passthrough
 from ..data.loading import EMBEDDED_DATASET
 from ..hub.model_card import render_pretraining_card
 from ..hub.upload import push_release
@@ -146,7 +147,16 @@ def prepare_data(data_args, args, config, accelerator) -> TrainingData:
             "--per_device_train_batch_size."
         )
 
-    if args.augmentation == "batched":
+    collate = TwoViewCollator()
+    decode_once = (
+        isinstance(train_split, Dataset)
+        and decoded_array_bytes(len(train_split), config.image_size) <= DECODE_ONCE_MAX_BYTES
+    )
+    if args.augmentation == "batched" and decode_once:
+        cache = os.path.join(data_args.cache_dir, "iecl_hf_decoded") if data_args.cache_dir else None
+        with accelerator.main_process_first():  # one process decodes, the others read its file
+            train_data, collate = DecodedImages(train_split, columns, config.image_size, cache), passthrough
+    elif args.augmentation == "batched":
         train_data = make_uint8_dataset(train_split, columns, config.image_size)
     else:
         train_data = make_two_view_dataset(train_split, columns, SimCLRAugmentation(config.image_size))
@@ -164,7 +174,7 @@ def prepare_data(data_args, args, config, accelerator) -> TrainingData:
         shuffle=not data_args.streaming,
         drop_last=True,
         num_workers=workers,
-        collate_fn=TwoViewCollator(),
+        collate_fn=collate,
         persistent_workers=args.dataloader_num_workers > 0 and not data_args.streaming,
         generator=torch.Generator().manual_seed(args.seed),
     )
