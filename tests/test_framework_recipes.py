@@ -10,6 +10,8 @@ from helpers import (
     encode,
     max_abs_difference,
     random_rgb,
+    read_json,
+    read_jsonl,
     run_pretrain_in_process,
     write_parquet_dataset,
 )
@@ -181,3 +183,24 @@ def test_channels_last_trains_the_same_model(tmp_path):
         tmp_path / "contiguous" / "model.safetensors", tmp_path / "channels_last" / "model.safetensors"
     )
     assert difference < 1e-4
+
+
+def test_per_image_augmentation_resumes_with_the_same_data_order(tmp_path):
+    """--augmentation workers resumes (same steps, same batches of images), but not bitwise: the per-image views of
+    the batch after a checkpoint are drawn before it is saved (Accelerate's loader fetches one batch ahead), and
+    worker processes are seeded per epoch. README, Fault tolerance. The default batched path is bitwise exact."""
+    args = [*TINY_ARGS, "--max_train_samples", 32, "--max_train_steps", 4, "--checkpointing_steps", 2,
+            "--checkpoints_total_limit", 0, "--knn_every_epochs", 0, "--augmentation", "workers"]  # fmt: skip
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    assert run_pretrain_in_process([*args, "--output_dir", reference]) == 0
+    shutil.copytree(reference / "checkpoints" / "step_2", tmp_path / "step_2")  # mid-epoch: 4 steps per epoch
+    assert (
+        run_pretrain_in_process([*args, "--output_dir", resumed, "--resume_from_checkpoint", tmp_path / "step_2"]) == 0
+    )
+    logs = [read_jsonl(folder / "logs" / "train_log.jsonl") for folder in (reference, resumed)]
+    assert [r["step"] for r in logs[0] if "loss" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in logs[1] if "loss" in r] == [3, 4]  # continues after the checkpoint's step
+    assert (
+        read_json(resumed / "train_results.json")["images_seen"]
+        == read_json(reference / "train_results.json")["images_seen"]
+    )
