@@ -86,7 +86,8 @@ def make_accelerator(args) -> Accelerator:
         log_with=None if args.report_to == "none" else [name.strip() for name in args.report_to.split(",")],
         project_dir=args.output_dir,
         # The shuffle order comes from (data_seed, epoch) alone: identical on every process, reproducible on resume.
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+        # Non-blocking copies from pinned memory (prepare_data pins on a GPU): the copy overlaps the step.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed, non_blocking=True),
     )
 
 
@@ -175,6 +176,7 @@ def prepare_data(data_args, args, config, accelerator) -> TrainingData:
         drop_last=True,
         num_workers=workers,
         collate_fn=collate,
+        pin_memory=accelerator.device.type == "cuda",
         persistent_workers=args.dataloader_num_workers > 0 and not data_args.streaming,
         generator=torch.Generator().manual_seed(args.seed),
     )
