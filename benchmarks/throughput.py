@@ -33,11 +33,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from iecl_hf import IECLConfig, IECLForPreTraining  # noqa: E402
 from iecl_hf.data import (  # noqa: E402
     BatchedSimCLRAugmentation,
-    TwoViewCollator,
     detect_columns,
     load_image_dataset,
-    make_uint8_dataset,
 )
+from iecl_hf.data.training_data import training_examples, training_loader  # noqa: E402
 from iecl_hf.frameworks_iecl import ProjectionHead  # noqa: E402
 from iecl_hf.modeling_iecl import build_backbone  # noqa: E402
 from iecl_hf.training.arguments import PRESETS, PretrainArguments  # noqa: E402
@@ -94,20 +93,14 @@ class Floor:
 
 
 class Recipe:
-    """The recipe's code path: uint8 loader, batched augmentation on the device, model, both optimizers."""
+    """The recipe's code path: its training data (the decoded uint8 array), batched augmentation on the device,
+    model, both optimizers."""
 
     def __init__(self, config, split, batch_size, device, workers, model=True):
-        columns = detect_columns(split.features)
-        loader = DataLoader(
-            make_uint8_dataset(split, columns, config.image_size),
-            batch_size=batch_size,
-            shuffle=True,
-            drop_last=True,
-            num_workers=workers,
-            collate_fn=TwoViewCollator(),
-            persistent_workers=workers > 0,
+        dataset, collate = training_examples(split, detect_columns(split.features), config.image_size)
+        self.batches = infinite(
+            training_loader(dataset, collate, batch_size, workers, pin_memory=device.type == "cuda")
         )
-        self.batches = infinite(loader)
         self.augmentation = BatchedSimCLRAugmentation(config.image_size).to(device)
         self.device = device
         self.model = IECLForPreTraining(config).to(device) if model else None

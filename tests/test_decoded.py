@@ -53,7 +53,7 @@ def test_the_array_is_decoded_once_per_split(split, tmp_path, monkeypatch):
 
 def test_the_recipe_trains_the_same_with_either_data_path(tmp_path, monkeypatch):
     """Same seed: the decoded array and the per-example path (forced by a zero size limit) log the same losses."""
-    import iecl_hf.training.pretraining as pretraining
+    import iecl_hf.data.training_data as training_data
 
     data = write_parquet_dataset(tmp_path / "rgb", [encode(random_rgb(seed=i), "PNG") for i in range(32)])
     args = [
@@ -69,7 +69,7 @@ def test_the_recipe_trains_the_same_with_either_data_path(tmp_path, monkeypatch)
     ]
     assert run_pretrain_in_process([*args, "--output_dir", tmp_path / "decoded"]) == 0
     assert list((tmp_path / "c" / "iecl_hf_decoded").glob("*.npy"))
-    monkeypatch.setattr(pretraining, "DECODE_ONCE_MAX_BYTES", 0)
+    monkeypatch.setattr(training_data, "DECODE_ONCE_MAX_BYTES", 0)
     assert run_pretrain_in_process([*args, "--output_dir", tmp_path / "per-example"]) == 0
     losses = [[r["loss"] for r in read_jsonl(tmp_path / out / "logs" / "train_log.jsonl") if "loss" in r]
               for out in ("decoded", "per-example")]  # fmt: skip

@@ -21,16 +21,13 @@ from torch.utils.data import DataLoader
 
 from ..data import (
     BatchedSimCLRAugmentation,
-    SimCLRAugmentation,
     TwoViewCollator,
     detect_columns,
     load_image_dataset,
     make_eval_dataset,
-    make_two_view_dataset,
-    make_uint8_dataset,
 )
-from ..data.decoded import DECODE_ONCE_MAX_BYTES, DecodedImages, decoded_array_bytes, passthrough
 from ..data.loading import EMBEDDED_DATASET
+from ..data.training_data import training_examples, training_loader
 from ..hub.model_card import render_pretraining_card
 from ..hub.upload import push_release
 from ..image_processing import build_image_processor
@@ -148,38 +145,16 @@ def prepare_data(data_args, args, config, accelerator) -> TrainingData:
             "--per_device_train_batch_size."
         )
 
-    collate = TwoViewCollator()
-    decode_once = (
-        isinstance(train_split, Dataset)
-        and decoded_array_bytes(len(train_split), config.image_size) <= DECODE_ONCE_MAX_BYTES
-    )
-    if args.augmentation == "batched" and decode_once:
-        cache = os.path.join(data_args.cache_dir, "iecl_hf_decoded") if data_args.cache_dir else None
-        with accelerator.main_process_first():  # one process decodes, the others read its file
-            train_data, collate = DecodedImages(train_split, columns, config.image_size, cache), passthrough
-    elif args.augmentation == "batched":
-        train_data = make_uint8_dataset(train_split, columns, config.image_size)
-    else:
-        train_data = make_two_view_dataset(train_split, columns, SimCLRAugmentation(config.image_size))
-    device_augmentation = BatchedSimCLRAugmentation(config.image_size).to(accelerator.device)
+    cache = os.path.join(data_args.cache_dir, "iecl_hf_decoded") if data_args.cache_dir else None
+    train_data, collate = training_examples(train_split, columns, config.image_size, args.augmentation, cache,
+                                            accelerator.main_process_first)  # fmt: skip
     if data_args.streaming:
         # Each process reads its own shards; the loader is not prepared (that would shard a second time).
         train_data = train_data.shuffle(seed=args.seed, buffer_size=data_args.shuffle_buffer_size)
         train_data = split_dataset_by_node(train_data, accelerator.process_index, accelerator.num_processes)
-    workers = (
-        min(args.dataloader_num_workers, train_data.num_shards) if data_args.streaming else args.dataloader_num_workers
-    )
-    loader = DataLoader(
-        train_data,
-        batch_size=args.per_device_train_batch_size,
-        shuffle=not data_args.streaming,
-        drop_last=True,
-        num_workers=workers,
-        collate_fn=collate,
-        pin_memory=accelerator.device.type == "cuda",
-        persistent_workers=args.dataloader_num_workers > 0 and not data_args.streaming,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
+    loader = training_loader(train_data, collate, args.per_device_train_batch_size, args.dataloader_num_workers,
+                             args.seed, accelerator.device.type == "cuda", data_args.streaming)  # fmt: skip
+    device_augmentation = BatchedSimCLRAugmentation(config.image_size).to(accelerator.device)
     return TrainingData(
         dataset_name,
         train_split,
