@@ -17,6 +17,7 @@ from torch import nn
 
 from .distributed_iecl import gather_with_grad, with_global_value
 from .losses_iecl import nt_xent_loss
+from .random_iecl import own_random_stream
 
 
 def mark_owned(module: nn.Module):
@@ -141,8 +142,7 @@ class MoCoHead(_MomentumHead):
     @torch.no_grad()
     def reset_queue(self):
         """Random unit vectors, from their own random stream (initialization does not shift the global one)."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(torch.initial_seed() + QUEUE_SEED_OFFSET)
+        with own_random_stream(QUEUE_SEED_OFFSET):
             self.queue.copy_(F.normalize(torch.randn(self.queue.shape), dim=1))
         self.queue_pointer.zero_()
 

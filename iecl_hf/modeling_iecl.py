@@ -205,11 +205,13 @@ class IECLForPreTraining(IECLPreTrainedModel):
         generator = {id(p) for p in self.generator_parameters()}
         return [p for p in self.parameters() if id(p) not in generator]
 
+    def query_view(self, images: torch.Tensor) -> torch.Tensor:
+        """SAIB(images), the view of the query branch; the images themselves without SAIB."""
+        return images if self.view_generator is None else self.view_generator(images)
+
     def generate_view(self, images: torch.Tensor):
-        """The query view SAIB(images) and its difference to `images`; the identity without SAIB."""
-        if self.view_generator is None:
-            return images, torch.zeros_like(images)
-        generated = self.view_generator(images)
+        """The query view and its difference to `images` (for pictures: views.png)."""
+        generated = self.query_view(images)
         return generated, generated - images
 
     def forward(
@@ -228,7 +230,7 @@ class IECLForPreTraining(IECLPreTrainedModel):
         config = self.config
         return_dict = return_dict if return_dict is not None else config.return_dict
         batch_size = pixel_values.shape[0]
-        query_view, _ = self.generate_view(pixel_values_2)
+        query_view = self.query_view(pixel_values_2)
         # Both views through the encoder as one batch of 2B (BatchNorm statistics over both, as in SimCLR).
         encoder_inputs = self.normalize(torch.cat([pixel_values, query_view], dim=0))
         features = self.iecl(encoder_inputs).pooler_output

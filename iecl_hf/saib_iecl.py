@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .random_iecl import own_random_stream
+
 # SAIB's initial weights come from their own random stream: switching SAIB on does not shift the draws of the
 # encoder, the head or the augmentations (paired comparisons, BENCHMARKS.md).
 SAIB_SEED_OFFSET = 7919
@@ -27,7 +29,7 @@ class SAIB(nn.Module):
         super().__init__()
         self.patch_size = patch_size
         hidden = dim * expansion
-        with torch.random.fork_rng(devices=[]):  # the layers' default init must not consume the global stream
+        with own_random_stream(SAIB_SEED_OFFSET):  # the layers' default init must not consume the global stream
             self.embed = nn.Conv2d(channels, dim, patch_size, stride=patch_size)
             self.position = nn.Parameter(torch.zeros(1, dim, image_size // patch_size, image_size // patch_size))
             self.expand = nn.Conv2d(dim, hidden, 1)
@@ -39,8 +41,7 @@ class SAIB(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(torch.initial_seed() + SAIB_SEED_OFFSET)
+        with own_random_stream(SAIB_SEED_OFFSET):
             for module in (self.embed, self.expand, self.mix, self.reduce):
                 module.reset_parameters()
             nn.init.trunc_normal_(self.position, std=0.02)

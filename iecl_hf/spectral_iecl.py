@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .random_iecl import own_random_stream
+
 # The power-iteration vectors start from their own random stream (see saib_iecl.SAIB_SEED_OFFSET).
 SPECTRAL_SEED_OFFSET = 104729
 
@@ -35,8 +37,7 @@ class EncoderSpectralPenalty(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(torch.initial_seed() + SPECTRAL_SEED_OFFSET)
+        with own_random_stream(SPECTRAL_SEED_OFFSET):
             for buffer in self.buffers():
                 buffer.copy_(F.normalize(torch.randn(buffer.shape), dim=0))
 

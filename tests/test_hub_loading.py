@@ -23,6 +23,7 @@ REMOTE_CODE_FILES = {
     "losses_iecl.py",
     "saib_iecl.py",
     "spectral_iecl.py",
+    "random_iecl.py",
 }
 
 FRESH_PROCESS = textwrap.dedent(

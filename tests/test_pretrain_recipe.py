@@ -150,6 +150,7 @@ def test_push_to_hub_uploads_the_release_files_only(tmp_path, capsys):
         "losses_iecl.py",
         "saib_iecl.py",
         "spectral_iecl.py",
+        "random_iecl.py",
     } <= files
     assert "view_generator_iecl.py" not in files
     assert not [f for f in files if f.startswith(("checkpoints/", "logs/"))], files

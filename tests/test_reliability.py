@@ -450,6 +450,7 @@ REMOTE_CODE_ALLOWED = {
     "dataclasses",
     "typing",
     "functools",
+    "contextlib",
     "itertools",
     "collections",
     "warnings",
