@@ -119,37 +119,24 @@ class IECLConfig(PretrainedConfig):
 
     model_type = "iecl"
 
+    # fmt: off
     def __init__(
         self,
-        backbone="resnet18",
-        backbone_kwargs=None,
-        stem="cifar",
-        image_size=32,
-        image_mean=None,
-        image_std=None,
-        framework="simclr",
-        moco_queue_size=4096,
-        momentum_base=0.99,
-        predictor_hidden_dim=512,
-        projection_hidden_dim=512,
-        projection_dim=128,
-        tau=0.2,
-        generator_architecture="saib",
-        saib_patch_size=4,
-        saib_dim=64,
-        saib_expansion=2,
-        saib_weight_decay=0.01,
-        lambda_entropy=0.1,
-        entropy_estimator="coding_rate",
-        coding_rate_epsilon=0.5,
-        beta_kl=0.1,
-        kl_covariance="diagonal",
-        covariance_ridge=1e-3,
-        encoder_spectral_norm=True,
-        spectral_norm_weight=1.0,
+        # the encoder
+        backbone="resnet18", backbone_kwargs=None, stem="cifar", image_size=32, image_mean=None, image_std=None,
+        # the framework (its base loss and heads)
+        framework="simclr", moco_queue_size=4096, momentum_base=0.99, predictor_hidden_dim=512,
+        projection_hidden_dim=512, projection_dim=128, tau=0.2,
+        # generation: SAIB on the query view
+        generator_architecture="saib", saib_patch_size=4, saib_dim=64, saib_expansion=2, saib_weight_decay=0.01,
+        # the query-entropy and KL terms
+        lambda_entropy=0.1, entropy_estimator="coding_rate", coding_rate_epsilon=0.5,
+        beta_kl=0.1, kl_covariance="diagonal", covariance_ridge=1e-3,
+        # preservation: the spectral-norm penalty on the encoder
+        encoder_spectral_norm=True, spectral_norm_weight=1.0,
         classifier_dropout=0.0,
         **kwargs,
-    ):
+    ):  # fmt: on
         removed = sorted(set(kwargs) & set(REMOVED_FIELDS))
         if removed:
             raise ValueError(

@@ -236,3 +236,25 @@ def test_bad_values_fail_before_anything_runs_naming_the_field(tmp_path, argv, m
         with pytest.raises(ValueError, match=message):
             run_pretrain_in_process([*argv, "--output_dir", out])
     assert not out.exists()
+
+
+@pytest.mark.parametrize("recipe", ["pretrain.py", "linear_eval.py"])
+def test_help_lists_every_flag(recipe, capsys):
+    """--help prints (a literal % in a help text, e.g. '5% of the training steps', once made argparse fail)."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / recipe
+    argv = sys.argv
+    sys.argv = [str(path), "--help"]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(str(path), run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "--model_name_or_path" in printed and "--dataset_name" in printed and "--push_to_hub" in printed
+    if recipe == "pretrain.py":
+        assert "5% of the training steps" in printed and "--lambda_entropy" in printed

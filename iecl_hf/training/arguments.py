@@ -38,67 +38,54 @@ PRESETS = {
 }
 
 
+def option(default, help: str = ""):
+    """A dataclass field for `HfArgumentParser`: its default and its --help text (argparse formats help with %, so a
+    literal % is doubled)."""
+    return field(default=default, metadata={"help": help.replace("%", "%%")} if help else {})
+
+
 # ---------------------------------------------------------------------------------------------- shared groups
 
 
 @dataclass
 class DatasetArguments:
-    dataset_name: str | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Hub id (uoft-cs/cifar10), local folder/parquet/image folder; "
-                "unset: the embedded digits dataset (no network)."
-            )
-        },
+    dataset_name: str | None = option(
+        None,
+        "Hub id (uoft-cs/cifar10), local folder/parquet/image folder; "
+        "unset: the embedded digits dataset (no network).",
     )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration name of the Hub dataset."})
-    train_split: str = field(default="train")
-    image_column: str | None = field(default=None, metadata={"help": "Image column (detected: img/image)."})
-    label_column: str | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Label column (detected: a ClassLabel, label, fine_label, ...); "
-                "pretraining uses it for the online kNN only."
-            )
-        },
+    dataset_config_name: str | None = option(None, "Configuration name of the Hub dataset.")
+    train_split: str = option("train")
+    image_column: str | None = option(None, "Image column (detected: img/image).")
+    label_column: str | None = option(
+        None,
+        "Label column (detected: a ClassLabel, label, fine_label, ...); pretraining uses it for the online kNN only.",
     )
-    cache_dir: str | None = field(default=None, metadata={"help": "datasets / Hub cache folder."})
+    cache_dir: str | None = option(None, "datasets / Hub cache folder.")
 
 
 @dataclass
 class CheckpointArguments:
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "An IE-CL checkpoint, a folder or a Hub id. linear_eval.py: the encoder to evaluate (required). "
-                "pretrain.py: start from it (a pretraining output continues as a whole; an encoder-only checkpoint "
-                "gets fresh heads and SAIB; its config is used with the model flags on top, no preset)."
-            )
-        },
+    model_name_or_path: str | None = option(
+        None,
+        "An IE-CL checkpoint, a folder or a Hub id. linear_eval.py: the encoder to evaluate (required). "
+        "pretrain.py: start from it (a pretraining output continues as a whole; an encoder-only checkpoint "
+        "gets fresh heads and SAIB; its config is used with the model flags on top, no preset).",
     )
-    revision: str | None = field(
-        default=None, metadata={"help": "Branch, tag or commit of a Hub --model_name_or_path."}
-    )
+    revision: str | None = option(None, "Branch, tag or commit of a Hub --model_name_or_path.")
 
 
 @dataclass
 class HubArguments:
-    push_to_hub: bool = field(default=False)
-    hub_model_id: str | None = field(default=None)
-    hub_private_repo: bool = field(default=False)
-    hub_token: str | None = field(
-        default=None, metadata={"help": "Default: the token of `hf auth login` or HF_TOKEN."}
-    )
+    push_to_hub: bool = option(False)
+    hub_model_id: str | None = option(None)
+    hub_private_repo: bool = option(False)
+    hub_token: str | None = option(None, "Default: the token of `hf auth login` or HF_TOKEN.")
 
 
 @dataclass
 class ConfigFileArguments:
-    config_file: str | None = field(
-        default=None, metadata={"help": "YAML or JSON file with any of these arguments; command-line flags win."}
-    )
+    config_file: str | None = option(None, "YAML or JSON file with any of these arguments; command-line flags win.")
 
 
 # ---------------------------------------------------------------------------------------------- pretrain.py
@@ -106,119 +93,65 @@ class ConfigFileArguments:
 
 @dataclass
 class DataArguments(DatasetArguments):
-    validation_split: str | None = field(
-        default=None,
-        metadata={
-            "help": (
-                "Labelled split for the online kNN accuracy "
-                "(default: 'validation' or 'test' if present; 'none' disables)."
-            )
-        },
+    validation_split: str | None = option(
+        None,
+        "Labelled split for the online kNN accuracy (default: 'validation' or 'test' if present; 'none' disables).",
     )
-    streaming: bool = field(
-        default=False, metadata={"help": "Stream the dataset (ImageNet scale); needs --max_train_steps."}
-    )
-    shuffle_buffer_size: int = field(default=10_000, metadata={"help": "Shuffle buffer of a streamed dataset."})
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "Use only the first N training images (quick runs)."}
-    )
-    knn_max_train_samples: int = field(default=10_000, metadata={"help": "Memory bank size of the online kNN."})
-    knn_max_eval_samples: int = field(default=2_000, metadata={"help": "Validation images of the online kNN."})
+    streaming: bool = option(False, "Stream the dataset (ImageNet scale); needs --max_train_steps.")
+    shuffle_buffer_size: int = option(10_000, "Shuffle buffer of a streamed dataset.")
+    max_train_samples: int | None = option(None, "Use only the first N training images (quick runs).")
+    knn_max_train_samples: int = option(10_000, "Memory bank size of the online kNN.")
+    knn_max_eval_samples: int = option(2_000, "Validation images of the online kNN.")
 
 
 @dataclass
 class PretrainArguments(CheckpointArguments, HubArguments, ConfigFileArguments):
-    output_dir: str = field(
-        default="outputs/pretrain-default", metadata={"help": "Where the model, checkpoints, logs and pictures go."}
+    output_dir: str = option("outputs/pretrain-default", "Where the model, checkpoints, logs and pictures go.")
+    overwrite_output_dir: bool = option(
+        False,
+        "Start from scratch even if --output_dir holds the checkpoints of an unfinished run "
+        "(they are deleted). Those of a finished run are replaced anyway.",
     )
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={
-            "help": (
-                "Start from scratch even if --output_dir holds the checkpoints of an unfinished run "
-                "(they are deleted). Those of a finished run are replaced anyway."
-            )
-        },
+    preset: str = option(
+        "auto",
+        "Model preset: cpu | cifar | stl10 | imagenet | none; auto = cpu without a GPU, cifar with one "
+        "(none with --model_name_or_path). Explicit model flags override it.",
     )
-    preset: str = field(
-        default="auto",
-        metadata={
-            "help": (
-                "Model preset: cpu | cifar | stl10 | imagenet | none; auto = cpu without a GPU, cifar with one "
-                "(none with --model_name_or_path). Explicit model flags override it."
-            )
-        },
+    per_device_train_batch_size: int = option(64, "Images per process per step (each gives two views).")
+    gradient_accumulation_steps: int = option(1)
+    learning_rate: float | None = option(
+        None, "Peak LR of the encoder optimizer; default 0.3 x global batch / 256 (sgd, lars) or 1e-3 (adamw)."
     )
-    per_device_train_batch_size: int = field(
-        default=64, metadata={"help": "Images per process per step (each gives two views)."}
+    generator_learning_rate: float = option(
+        1e-3, "AdamW LR of SAIB (its weight decay is IECLConfig.saib_weight_decay)."
     )
-    gradient_accumulation_steps: int = field(default=1)
-    learning_rate: float | None = field(
-        default=None,
-        metadata={
-            "help": "Peak LR of the encoder optimizer; default 0.3 x global batch / 256 (sgd, lars) or 1e-3 (adamw)."
-        },
+    weight_decay: float = option(5e-4)
+    optimizer: str = option("sgd", "sgd | adamw | lars.")
+    lr_scheduler_type: str = option(
+        "cosine", "Any transformers scheduler name (cosine, linear, constant_with_warmup, ...)."
     )
-    generator_learning_rate: float = field(
-        default=1e-3, metadata={"help": "AdamW LR of SAIB (its weight decay is IECLConfig.saib_weight_decay)."}
+    num_warmup_steps: int | None = option(None, "Default: 5% of the training steps.")
+    num_train_epochs: int = option(
+        6, "Default 6: the no-argument run (embedded digits, CPU preset) stays under 3 minutes on 2 CPU cores."
     )
-    weight_decay: float = field(default=5e-4)
-    optimizer: str = field(default="sgd", metadata={"help": "sgd | adamw | lars."})
-    lr_scheduler_type: str = field(
-        default="cosine",
-        metadata={"help": "Any transformers scheduler name (cosine, linear, constant_with_warmup, ...)."},
+    max_train_steps: int | None = option(None, "Optimizer steps in total; overrides --num_train_epochs.")
+    seed: int = option(0)
+    checkpointing_steps: str | None = option(
+        None, "Save the training state every N steps, or 'epoch'. A final checkpoint is always saved."
     )
-    num_warmup_steps: int | None = field(default=None, metadata={"help": "Default: 5% of the training steps."})
-    num_train_epochs: int = field(
-        default=6,
-        metadata={
-            "help": (
-                "Default 6: the no-argument run (embedded digits, CPU preset) stays under 3 minutes on 2 CPU cores."
-            )
-        },
+    checkpoints_total_limit: int | None = option(2, "Keep only the newest N checkpoints (0: keep all).")
+    resume_from_checkpoint: str | None = option(
+        None, "A checkpoint folder, or 'latest' (newest complete one in --output_dir)."
     )
-    max_train_steps: int | None = field(
-        default=None, metadata={"help": "Optimizer steps in total; overrides --num_train_epochs."}
+    report_to: str = option(
+        "none", "Accelerate trackers: tensorboard, wandb, all, none (the JSONL log is always written)."
     )
-    seed: int = field(default=0)
-    checkpointing_steps: str | None = field(
-        default=None,
-        metadata={"help": "Save the training state every N steps, or 'epoch'. A final checkpoint is always saved."},
-    )
-    checkpoints_total_limit: int | None = field(
-        default=2, metadata={"help": "Keep only the newest N checkpoints (0: keep all)."}
-    )
-    resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "A checkpoint folder, or 'latest' (newest complete one in --output_dir)."}
-    )
-    report_to: str = field(
-        default="none",
-        metadata={"help": "Accelerate trackers: tensorboard, wandb, all, none (the JSONL log is always written)."},
-    )
-    dataloader_num_workers: int = field(default=1)
-    channels_last: bool = field(
-        default=False,
-        metadata={
-            "help": (
-                "channels_last memory format for the model and the views "
-                "(measured: IE-CL step 16% faster on the 2-core CPU, CPU preset; BENCHMARKS.md)."
-            )
-        },
-    )
-    augmentation: str = field(
-        default="batched",
-        metadata={
-            "help": (
-                "batched (per-image random parameters, the whole batch on the device; measured fastest) | workers "
-                "(torchvision v2 in the loader processes). Both read the same SimCLRViewSpec."
-            )
-        },
-    )
-    knn_every_epochs: int = field(default=1, metadata={"help": "Online kNN every N epochs (0 disables)."})
-    logging_steps: int = field(default=10)
-    model_config_overrides: str | None = field(
-        default=None, metadata={"help": 'IECLConfig fields, e.g. "lambda_entropy=0.5,framework=simclr".'}
-    )
+    dataloader_num_workers: int = option(1)
+    channels_last: bool = option(False, "channels_last memory format (CPU preset: a 16% faster step; BENCHMARKS.md).")
+    augmentation: str = option("batched", "batched (on the device, fastest) | workers (per image, in the loader).")
+    knn_every_epochs: int = option(1, "Online kNN every N epochs (0 disables).")
+    logging_steps: int = option(10)
+    model_config_overrides: str | None = option(None, 'IECLConfig fields, e.g. "lambda_entropy=0.5,framework=simclr".')
 
 
 # ---------------------------------------------------------------------------------------------- linear_eval.py
@@ -228,68 +161,42 @@ FEATURE_EPOCHS, AUGMENT_EPOCHS = 100, 10
 
 @dataclass
 class LinearEvalArguments(CheckpointArguments, DatasetArguments, HubArguments, ConfigFileArguments):
-    random_init: bool = field(
-        default=False,
-        metadata={"help": "Evaluate an untrained encoder of the checkpoint's config instead (the floor)."},
+    random_init: bool = option(False, "Evaluate an untrained encoder of the checkpoint's config instead (the floor).")
+    output_dir: str | None = option(
+        None, "Default: CKPT-linear-eval (CKPT-linear-eval-random-init with --random_init)."
     )
-    output_dir: str | None = field(
-        default=None, metadata={"help": "Default: CKPT-linear-eval (CKPT-linear-eval-random-init with --random_init)."}
+    test_split: str = option("test", "If the dataset has no such split, --holdout_fraction of train is held out.")
+    holdout_fraction: float = option(
+        0.2, "Fraction of train held out (stratified, seeded) when the test split is missing."
     )
-    test_split: str = field(
-        default="test", metadata={"help": "If the dataset has no such split, --holdout_fraction of train is held out."}
+    max_train_samples: int | None = option(None, "Seeded random subset of the train split (quick runs).")
+    max_test_samples: int | None = option(None, "Seeded random subset of the test split.")
+    per_device_eval_batch_size: int = option(256, "Images per batch for feature extraction.")
+    dataloader_num_workers: int = option(0)
+    num_epochs: int | None = option(
+        None, f"Probe epochs; default {FEATURE_EPOCHS} on cached features, {AUGMENT_EPOCHS} with --augment."
     )
-    holdout_fraction: float = field(
-        default=0.2,
-        metadata={"help": "Fraction of train held out (stratified, seeded) when the test split is missing."},
+    batch_size: int = option(256, "Probe mini-batch (per process with --augment).")
+    optimizer: str = option("sgd", "sgd (momentum 0.9) | adamw.")
+    learning_rate: float | None = option(None, f"Peak LR of the cosine schedule; default {DEFAULT_LEARNING_RATES}.")
+    weight_decay: float = option(0.0)
+    standardize: bool = option(
+        True, "Standardize features with train statistics (folded into the saved head). --no_standardize disables."
     )
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "Seeded random subset of the train split (quick runs)."}
-    )
-    max_test_samples: int | None = field(default=None, metadata={"help": "Seeded random subset of the test split."})
-    per_device_eval_batch_size: int = field(default=256, metadata={"help": "Images per batch for feature extraction."})
-    dataloader_num_workers: int = field(default=0)
-    num_epochs: int | None = field(
-        default=None,
-        metadata={
-            "help": f"Probe epochs; default {FEATURE_EPOCHS} on cached features, {AUGMENT_EPOCHS} with --augment."
-        },
-    )
-    batch_size: int = field(default=256, metadata={"help": "Probe mini-batch (per process with --augment)."})
-    optimizer: str = field(default="sgd", metadata={"help": "sgd (momentum 0.9) | adamw."})
-    learning_rate: float | None = field(
-        default=None, metadata={"help": f"Peak LR of the cosine schedule; default {DEFAULT_LEARNING_RATES}."}
-    )
-    weight_decay: float = field(default=0.0)
-    standardize: bool = field(
-        default=True,
-        metadata={
-            "help": (
-                "Standardize features with train statistics (folded into the saved head). --no_standardize disables."
-            )
-        },
-    )
-    augment: bool = field(
-        default=False,
-        metadata={
-            "help": "Train the probe on random resized crops + flips through the frozen encoder (heavier protocol)."
-        },
+    augment: bool = option(
+        False, "Train the probe on random resized crops + flips through the frozen encoder (heavier protocol)."
     )
     knn_k: list[int] = field(
         default_factory=lambda: [20, 200], metadata={"help": "Neighbour counts of the weighted kNN."}
     )
-    knn_temperature: float = field(default=0.07)
-    embedding_2d: str = field(default="tsne", metadata={"help": "features_2d.png method: tsne | pca."})
-    accuracy_metric: str = field(
-        default="accuracy",
-        metadata={"help": "Name or local path for evaluate.load (offline: our own identical code)."},
+    knn_temperature: float = option(0.07)
+    embedding_2d: str = option("tsne", "features_2d.png method: tsne | pca.")
+    accuracy_metric: str = option(
+        "accuracy", "Name or local path for evaluate.load (offline: our own identical code)."
     )
-    overwrite_cache: bool = field(
-        default=False, metadata={"help": "Extract features again even if OUT/features_cache has them."}
-    )
-    seed: int = field(default=0)
-    update_model_card: bool = field(
-        default=False, metadata={"help": "Also add the results to CKPT's README.md (a local folder)."}
-    )
+    overwrite_cache: bool = option(False, "Extract features again even if OUT/features_cache has them.")
+    seed: int = option(0)
+    update_model_card: bool = option(False, "Also add the results to CKPT's README.md (a local folder).")
 
 
 def parse_linear_eval_args(argv=None) -> LinearEvalArguments:
