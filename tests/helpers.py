@@ -18,6 +18,19 @@ REPO = Path(__file__).resolve().parents[1]
 PRETRAIN = REPO / "recipes" / "pretrain.py"
 PUSH = REPO / "recipes" / "push.py"
 
+# Every file the modeling code imports, copied flat beside the weights for trust_remote_code.
+REMOTE_CODE_FILES = {
+    "configuration_iecl.py",
+    "modeling_iecl.py",
+    "distributed_iecl.py",
+    "entropy_iecl.py",
+    "frameworks_iecl.py",
+    "losses_iecl.py",
+    "saib_iecl.py",
+    "spectral_iecl.py",
+    "random_iecl.py",
+}
+
 TINY_ARGS = [
     "--backbone_kwargs",
     '{"channels": [8, 16, 32, 64]}',

@@ -8,23 +8,12 @@ import textwrap
 
 import pytest
 import torch
+from helpers import REMOTE_CODE_FILES
 from safetensors.torch import load_file
 
 from iecl_hf import IECLConfig, IECLForImageClassification, IECLForPreTraining, IECLModel, build_image_processor
 
 SIZE = 16
-# Every file the modeling code imports, copied flat beside the weights for trust_remote_code.
-REMOTE_CODE_FILES = {
-    "configuration_iecl.py",
-    "modeling_iecl.py",
-    "distributed_iecl.py",
-    "entropy_iecl.py",
-    "frameworks_iecl.py",
-    "losses_iecl.py",
-    "saib_iecl.py",
-    "spectral_iecl.py",
-    "random_iecl.py",
-}
 
 FRESH_PROCESS = textwrap.dedent(
     """

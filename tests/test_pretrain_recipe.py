@@ -10,6 +10,7 @@ from unittest import mock
 import pytest
 import torch
 from helpers import (
+    REMOTE_CODE_FILES,
     TINY_ARGS,
     awkward_images,
     corrupt_images,
@@ -143,15 +144,7 @@ def test_push_to_hub_uploads_the_release_files_only(tmp_path, capsys):
     files = seen_at_upload["files"]
     assert RELEASE_FILES <= files, RELEASE_FILES - files
     # The modeling file's own imports (SAIB, the spectral penalty, ...), and no file of the old formulation.
-    assert {
-        "distributed_iecl.py",
-        "entropy_iecl.py",
-        "frameworks_iecl.py",
-        "losses_iecl.py",
-        "saib_iecl.py",
-        "spectral_iecl.py",
-        "random_iecl.py",
-    } <= files
+    assert REMOTE_CODE_FILES <= files, REMOTE_CODE_FILES - files
     assert "view_generator_iecl.py" not in files
     assert not [f for f in files if f.startswith(("checkpoints/", "logs/"))], files
     assert os.path.isdir(out / "checkpoints" / "step_2")  # present locally, left out of the upload

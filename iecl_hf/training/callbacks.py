@@ -11,6 +11,12 @@ from .finite import check_finite_weights
 from .loop import Callback
 
 
+def is_logging_step(step: int, logging_steps: int, max_train_steps: int) -> bool:
+    """Every `logging_steps` optimizer steps, and the last one. The step computes its monitors (`saib_logdet`) on
+    these steps only, and `LoggingCallback` records them."""
+    return step % logging_steps == 0 or step == max_train_steps
+
+
 class LoggingCallback(Callback):
     """Every `logging_steps` (and at the last step): the LR, the images/s since the last record and the loss terms,
     to the history (curves, the model card), the JSONL log, Accelerate's trackers and the progress bar."""
@@ -26,7 +32,7 @@ class LoggingCallback(Callback):
     def on_step_end(self, state, result):
         self.window_images += result.images
         self.progress.update(1)
-        if state.step % self.logging_steps and state.step != self.max_train_steps:
+        if not is_logging_step(state.step, self.logging_steps, self.max_train_steps):
             return
         elapsed = time.perf_counter() - self.window_start
         record = {

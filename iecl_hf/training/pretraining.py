@@ -31,7 +31,7 @@ from ..data.training_data import training_examples, training_loader
 from ..hub.model_card import render_pretraining_card
 from ..hub.upload import push_release
 from ..image_processing import build_image_processor
-from .callbacks import CheckpointCallback, LoggingCallback, OnlineKnnCallback
+from .callbacks import CheckpointCallback, LoggingCallback, OnlineKnnCallback, is_logging_step
 from .checkpointing import (
     check_free_space,
     check_resume_checkpoint,
@@ -162,15 +162,14 @@ def prepare_data(data_args, args, config, accelerator) -> TrainingData:
         loader,
         train_data if data_args.streaming else None,
         device_augmentation,
-        knn_loaders(raw, columns, data_args, args, config, accelerator),
+        knn_loaders(raw, columns, data_args, args, config, accelerator, dataset_name),
         preview_images(raw, columns, data_args, config, dataset_name),
     )
 
 
-def knn_loaders(raw, columns, data_args, args, config, accelerator):
+def knn_loaders(raw, columns, data_args, args, config, accelerator, dataset_name):
     """Labelled images for the online kNN: a memory bank from the training split, queries from the validation split
     (default: 'validation' or 'test'). None when there are no labels or it is switched off."""
-    dataset_name = data_args.dataset_name or EMBEDDED_DATASET
     validation_split = data_args.validation_split
     if validation_split is None:
         validation_split = next((s for s in ("validation", "test") if s in raw), None)
@@ -428,7 +427,7 @@ class PretrainingStep:
             return None
         with accelerator.accumulate(training.model):
             step = training.state.step + 1
-            logging_step = step % self.args.logging_steps == 0 or step == training.max_train_steps
+            logging_step = is_logging_step(step, self.args.logging_steps, training.max_train_steps)
             output = training.model(pixel_values=view_1, pixel_values_2=view_2, output_saib_logdet=logging_step)
             terms = {name: getattr(output, name) for name in LOGGED_TERMS if getattr(output, name) is not None}
             check_finite_terms(terms, step, self.last_good_checkpoint())
