@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """lightly's SimCLR (NTXentLoss, SimCLRProjectionHead, SimCLRTransform) in the loop style of lightly's examples,
 with the same backbone, optimizer, schedule and budget as recipes/pretrain.py, saved as an IE-CL encoder checkpoint
-so recipes/linear_eval.py evaluates it with the same protocol. Used by benchmarks/quality.py; needs `.[bench]`.
+so recipes/linear_eval.py evaluates it with the same protocol. Run by `benchmarks/quality.py --variants
+lightly_simclr`; needs `.[bench]`.
 """
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -84,12 +86,14 @@ def main():
     scheduler = build_scheduler("cosine", optimizer, int(0.05 * steps), steps)
     encoder.train()
     for epoch in range(args.num_train_epochs):
+        epoch_losses = []
         for (x0, x1), _ in loader:
             x0, x1 = x0.to(device), x1.to(device)
             z0, z1 = head(encoder(x0).pooler_output), head(encoder(x1).pooler_output)
             loss = criterion(z0, z1)
             if not math.isfinite(loss.item()):
                 raise RuntimeError(f"non-finite loss at epoch {epoch}")
+            epoch_losses.append(loss.item())
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
@@ -97,6 +101,9 @@ def main():
         print(f"epoch {epoch + 1}: loss {loss.item():.4f}", flush=True)
     encoder.save_pretrained(args.output_dir)
     build_image_processor(config).save_pretrained(args.output_dir)
+    # Written last, as the recipe does: quality.py takes it as the sign of a finished run.
+    with open(os.path.join(args.output_dir, "train_results.json"), "w") as handle:
+        json.dump({"base_loss": sum(epoch_losses) / len(epoch_losses), "epochs": args.num_train_epochs}, handle)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 from scipy import stats
 
@@ -32,20 +33,39 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Every IE-CL term off: the plain framework (its base loss alone; the terms are still computed as monitors).
 BASELINE = "generator_architecture=none,encoder_spectral_norm=False,lambda_entropy=0,beta_kl=0"
-# name: (IECLConfig overrides, the baseline it is paired with). The paper's ablation (Table 3) is
-# simclr / generation_only / preservation_only / iecl.
+
+
+RECIPE = "recipes/pretrain.py"
+
+
+class Variant(NamedTuple):
+    overrides: str  # IECLConfig overrides (--model_config_overrides)
+    baseline: str | None = None  # the variant it is paired with
+    pretrain_args: tuple = ()  # extra pretraining flags
+    script: str = RECIPE  # the pretraining program
+
+
+# The paper's ablation (Table 3) is simclr / generation_only / preservation_only / iecl. simclr_wd_matched is a
+# control for the spectral penalty: on a ResNet (BatchNorm after each conv) the penalty mostly shrinks the conv
+# weights, which raises their effective learning rate; doubling the weight decay shrinks them as much (total conv
+# weight norm 43 with the penalty, 51 without, at weight decay 5e-4; equilibrium norm ~ (lr / wd) ** 0.25).
 VARIANTS = {
-    "simclr": (BASELINE, None),
-    "iecl": ("", "simclr"),  # the package defaults
-    "generation_only": ("encoder_spectral_norm=False", "simclr"),
-    "preservation_only": ("generator_architecture=none,lambda_entropy=0,beta_kl=0", "simclr"),
-    "terms_without_saib": ("generator_architecture=none", "simclr"),
-    "moco": (f"framework=moco,{BASELINE}", None),
-    "moco_iecl": ("framework=moco", "moco"),
-    "byol": (f"framework=byol,{BASELINE}", None),
-    "byol_iecl": ("framework=byol", "byol"),
+    "simclr": Variant(BASELINE),
+    "iecl": Variant("", "simclr"),  # the package defaults
+    "generation_only": Variant("encoder_spectral_norm=False", "simclr"),
+    "preservation_only": Variant("generator_architecture=none,lambda_entropy=0,beta_kl=0", "simclr"),
+    "terms_without_saib": Variant("generator_architecture=none", "simclr"),
+    "simclr_wd_matched": Variant(BASELINE, "simclr", ("--weight_decay", "1e-3")),
+    # lightly's SimCLR (benchmarks/lightly_simclr.py), same backbone, optimizer, schedule and budget: is our
+    # baseline the standard SimCLR? Same seed, but not the same initial weights or views (another code path).
+    "lightly_simclr": Variant("", "simclr", script="benchmarks/lightly_simclr.py"),
+    "moco": Variant(f"framework=moco,{BASELINE}"),
+    "moco_iecl": Variant("framework=moco", "moco"),
+    "byol": Variant(f"framework=byol,{BASELINE}"),
+    "byol_iecl": Variant("framework=byol", "byol"),
 }
-PAIRED = {name for name, (_, baseline) in VARIANTS.items() if baseline}
+# The variants a --base_overrides sweep point applies to: those with IE-CL terms on (not the baselines or controls).
+SWEPT = {name for name, v in VARIANTS.items() if v.baseline and v.script == RECIPE and BASELINE not in v.overrides}
 
 
 def run(command, log_path):
@@ -59,38 +79,46 @@ def run(command, log_path):
         raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}); log {log_path}:\n{tail}")
 
 
+def model_overrides(args, variant):
+    sweep_point = args.base_overrides if variant in SWEPT else ""
+    return ",".join(o for o in (VARIANTS[variant].overrides, sweep_point) if o)
+
+
+def pretrain_command(args, variant, seed, pretrain_dir):
+    """The pretraining command of one run: the recipe, or a reference implementation given the same budget."""
+    spec = VARIANTS[variant]
+    flags = {
+        "--dataset_name": args.dataset,
+        "--seed": seed,
+        "--per_device_train_batch_size": args.batch_size,
+        "--output_dir": pretrain_dir,
+        "--num_train_epochs": args.epochs,
+        "--preset": args.preset,
+        "--dataloader_num_workers": args.workers,
+        "--max_train_samples": args.max_train_samples,
+    }
+    if spec.script == RECIPE:
+        flags.update(
+            {
+                "--knn_every_epochs": 0,
+                "--logging_steps": 20,
+                "--model_config_overrides": model_overrides(args, variant),
+            }
+        )
+    command = [sys.executable, spec.script, *(f"{k}={v}" for k, v in flags.items() if v not in (None, ""))]
+    if spec.script == RECIPE:
+        command.append("--overwrite_output_dir")
+    return [*command, *spec.pretrain_args]
+
+
 def one_run(args, variant, seed):
-    overrides = ",".join(o for o in (VARIANTS[variant][0], args.base_overrides if variant in PAIRED else "") if o)
+    overrides = model_overrides(args, variant)
     run_dir = os.path.join(args.work_dir, f"{variant}-seed{seed}")
     pretrain_dir, eval_dir = os.path.join(run_dir, "pretrain"), os.path.join(run_dir, "eval")
     os.makedirs(run_dir, exist_ok=True)
     start = time.time()
     if not os.path.exists(os.path.join(pretrain_dir, "train_results.json")):
-        command = [
-            sys.executable,
-            "recipes/pretrain.py",
-            "--dataset_name",
-            args.dataset,
-            "--seed",
-            str(seed),
-            "--per_device_train_batch_size",
-            str(args.batch_size),
-            "--output_dir",
-            pretrain_dir,
-            "--overwrite_output_dir",
-            "--num_train_epochs",
-            str(args.epochs),
-            "--preset",
-            args.preset,
-            "--dataloader_num_workers",
-            str(args.workers),
-            "--knn_every_epochs",
-            "0",
-            "--logging_steps",
-            "20",
-            *(["--model_config_overrides", overrides] if overrides else []),
-            *(["--max_train_samples", str(args.max_train_samples)] if args.max_train_samples else []),
-        ]
+        command = pretrain_command(args, variant, seed, pretrain_dir)
         run(command, os.path.join(run_dir, "pretrain.log"))
     pretrain_seconds = time.time() - start
     if not os.path.exists(os.path.join(eval_dir, "eval_results.json")):
@@ -162,7 +190,7 @@ def summarize(records):
             f"{statistics.mean(linear):.2f} ({', '.join(f'{x:.2f}' for x in linear)})",
             f"{statistics.mean(knn):.2f}",
         ]
-        baseline = VARIANTS[variant][1]
+        baseline = VARIANTS[variant].baseline
         for metric in ("linear_top1", "knn_top1"):
             pairs = [
                 (r[metric], by_key[(baseline, r["seed"])][metric]) for r in runs if (baseline, r["seed"]) in by_key
@@ -219,10 +247,9 @@ def main():
             print(f"{getattr(args, name)} not found: using the embedded digits dataset")
             setattr(args, name, "embedded:digits")
     # Seed by seed, the baseline first: an interrupted benchmark leaves complete pairs.
-    wanted = list(args.variants) + [
-        VARIANTS[v][1] for v in args.variants if VARIANTS[v][1] and VARIANTS[v][1] not in args.variants
-    ]
-    ordered = sorted(wanted, key=lambda v: VARIANTS[v][1] is not None)
+    baselines = [VARIANTS[v].baseline for v in args.variants if VARIANTS[v].baseline]
+    wanted = list(args.variants) + [b for b in dict.fromkeys(baselines) if b not in args.variants]
+    ordered = sorted(wanted, key=lambda v: VARIANTS[v].baseline is not None)
     jobs = [(v, s) for s in args.seeds for v in ordered]
     print(
         f"{len(jobs)} runs: {args.epochs} epochs, batch {args.batch_size}, preset {args.preset}, "
