@@ -1,0 +1,71 @@
+"""benchmarks/quality.py builds commands the recipe accepts, and each variant trains the model it names."""
+
+import argparse
+import importlib.util
+import os
+
+import pytest
+
+from iecl_hf import IECLConfig
+from iecl_hf.training.arguments import parse_args
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("quality", os.path.join(ROOT, "benchmarks", "quality.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def benchmark_args(**overrides):
+    values = dict(
+        dataset="data", batch_size=64, epochs=10, preset="cpu", workers=1, max_train_samples=None, base_overrides=""
+    )
+    return argparse.Namespace(**{**values, **overrides})
+
+
+def recipe_values(quality, variant, **args):
+    """What recipes/pretrain.py parses from the variant's command: (training arguments, IECLConfig)."""
+    command = quality.pretrain_command(benchmark_args(**args), variant, 0, "out")
+    assert command[1] == "recipes/pretrain.py"
+    _, train_args, values = parse_args(command[2:])
+    values.pop("_preset")
+    return train_args, IECLConfig(**values)
+
+
+def test_baseline_and_control_differ_only_in_weight_decay(quality):
+    base_args, base = recipe_values(quality, "simclr")
+    control_args, control = recipe_values(quality, "simclr_wd_matched")
+    assert (base.generator_architecture, base.encoder_spectral_norm) == ("none", False)
+    assert base.lambda_entropy == base.beta_kl == 0
+    assert control.to_dict() == base.to_dict()
+    assert (base_args.weight_decay, control_args.weight_decay) == (5e-4, 1e-3)
+
+
+def test_sweep_point_reaches_iecl_variants_only(quality):
+    _, iecl = recipe_values(quality, "iecl", base_overrides="lambda_entropy=0.3")
+    _, moco = recipe_values(quality, "moco_iecl", base_overrides="lambda_entropy=0.3")
+    _, control = recipe_values(quality, "simclr_wd_matched", base_overrides="lambda_entropy=0.3")
+    _, baseline = recipe_values(quality, "simclr", base_overrides="lambda_entropy=0.3")
+    assert iecl.lambda_entropy == moco.lambda_entropy == 0.3
+    assert (iecl.generator_architecture, moco.framework) == ("saib", "moco")
+    assert control.lambda_entropy == baseline.lambda_entropy == 0
+
+
+def test_lightly_variant_gets_only_the_shared_budget_flags(quality):
+    command = quality.pretrain_command(benchmark_args(max_train_samples=512), "lightly_simclr", 3, "out")
+    assert command[1] == "benchmarks/lightly_simclr.py"
+    flags = dict(part.split("=", 1) for part in command[2:])
+    assert flags == {
+        "--dataset_name": "data",
+        "--seed": "3",
+        "--per_device_train_batch_size": "64",
+        "--output_dir": "out",
+        "--num_train_epochs": "10",
+        "--preset": "cpu",
+        "--dataloader_num_workers": "1",
+        "--max_train_samples": "512",
+    }
