@@ -222,6 +222,8 @@ def test_parse_value(text, value):
         (["--max_train_samples", "0"], r"--max_train_samples must be >= 1"),
         (["--knn_every_epochs", "-1"], r"--knn_every_epochs must be >= 0"),
         (["--augmentation", "gpu"], r"--augmentation 'gpu'"),
+        (["--torch_compile_backend", "turbo"], r"--torch_compile_backend 'turbo' is not a torch.compile backend"),
+        (["--torch_compile_mode", "fast"], r"--torch_compile_mode 'fast': allowed values: default, reduce-overhead"),
         (["--dataloader_num_workers", "-1"], r"--dataloader_num_workers must be >= 0"),
         (["--streaming"], r"--streaming needs --max_train_steps"),
         (["--push_to_hub"], r"--push_to_hub needs --hub_model_id"),

@@ -4,6 +4,7 @@ and resume restoring the queue and the momentum target exactly."""
 import shutil
 
 import pytest
+import torch
 from helpers import (
     REPO,
     TINY_ARGS,
@@ -183,6 +184,28 @@ def test_channels_last_trains_the_same_model(tmp_path):
         tmp_path / "contiguous" / "model.safetensors", tmp_path / "channels_last" / "model.safetensors"
     )
     assert difference < 1e-4
+
+
+def test_torch_compile_trains_the_same_model_with_plain_keys(tmp_path):
+    """--torch_compile compiles the encoder in place: the same training (aot_eager: dynamo's graph capture and
+    AOT autograd without inductor's code generation, so the numerics are eager's) and a checkpoint with the plain
+    keys an uncompiled run saves (no `_orig_mod.`)."""
+    args = [*TINY_ARGS, "--max_train_samples", 32, "--max_train_steps", 2, "--knn_every_epochs", 0]
+    assert run_pretrain_in_process([*args, "--output_dir", tmp_path / "eager"]) == 0
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled_args = [*args, "--output_dir", tmp_path / "compiled", "--torch_compile_backend", "aot_eager"]
+    assert run_pretrain_in_process(compiled_args) == 0
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # the encoder did go through torch.compile
+    torch._dynamo.reset()
+    eager, compiled = (tmp_path / name / "model.safetensors" for name in ("eager", "compiled"))
+    assert sorted(load_file(str(compiled))) == sorted(load_file(str(eager)))
+    assert max_abs_difference(eager, compiled) < 1e-5
+    losses = [
+        [row["loss"] for row in read_jsonl(tmp_path / name / "logs" / "train_log.jsonl")]
+        for name in ("eager", "compiled")
+    ]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
 
 
 def test_per_image_augmentation_resumes_with_the_same_data_order(tmp_path):

@@ -21,6 +21,8 @@ from ..configuration_iecl import IECLConfig
 from ..evaluation.linear_probe import DEFAULT_LEARNING_RATES
 from ..evaluation.plots import EMBEDDING_METHODS
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 PRESETS = {
     # Half-width ResNet-18 with a stride-2 stem: a few hundred 32 px images/s on 2 CPU cores.
     "cpu": {
@@ -148,6 +150,12 @@ class PretrainArguments(CheckpointArguments, HubArguments, ConfigFileArguments):
     )
     dataloader_num_workers: int = option(1)
     channels_last: bool = option(False, "channels_last memory format (CPU preset: a 16% faster step; BENCHMARKS.md).")
+    # transformers' TrainingArguments names. The encoder (IECLModel) is compiled in place: plain checkpoint keys.
+    torch_compile: bool = option(False, "torch.compile the encoder (implied by the two options below).")
+    torch_compile_backend: str | None = option(None, "torch.compile backend (default inductor).")
+    torch_compile_mode: str | None = option(
+        None, "torch.compile mode: default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs."
+    )
     augmentation: str = option("batched", "batched (on the device, fastest) | workers (per image, in the loader).")
     knn_every_epochs: int = option(1, "Online kNN every N epochs (0 disables).")
     logging_steps: int = option(10)
@@ -444,6 +452,8 @@ def _check_report_to(value: str):
 
 def validate_train_args(data_args, train_args):
     """Recipe arguments checked up front, with the flag named."""
+    import torch
+
     from .optim import OPTIMIZERS
 
     if train_args.per_device_train_batch_size < 2:
@@ -457,6 +467,18 @@ def validate_train_args(data_args, train_args):
         raise ValueError(f"--learning_rate must be > 0, got {train_args.learning_rate}.")
     if train_args.weight_decay < 0:
         raise ValueError(f"--weight_decay must be >= 0, got {train_args.weight_decay}.")
+    if train_args.torch_compile_backend is not None or train_args.torch_compile_mode is not None:
+        train_args.torch_compile = True  # as in transformers' TrainingArguments
+    backends = torch.compiler.list_backends(exclude_tags=()) if train_args.torch_compile_backend else ()
+    if train_args.torch_compile_backend is not None and train_args.torch_compile_backend not in backends:
+        raise ValueError(
+            f"--torch_compile_backend {train_args.torch_compile_backend!r} is not a torch.compile backend; "
+            f"allowed values: {', '.join(backends)}."
+        )
+    if train_args.torch_compile_mode not in (None, *COMPILE_MODES):
+        raise ValueError(
+            f"--torch_compile_mode {train_args.torch_compile_mode!r}: allowed values: {', '.join(COMPILE_MODES)}."
+        )
     if train_args.augmentation not in ("batched", "workers"):
         raise ValueError(f"--augmentation {train_args.augmentation!r}: allowed values: batched, workers.")
     cp = train_args.checkpointing_steps

@@ -241,6 +241,8 @@ def prepare_model(model, data: TrainingData, data_args, args, accelerator, check
     registered for checkpointing; the disk space the run needs is checked."""
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
+    if args.torch_compile:  # in place (nn.Module.compile): the state dict and the saved checkpoints keep plain keys
+        model.iecl.compile(backend=args.torch_compile_backend or "inductor", mode=args.torch_compile_mode)
     global_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     learning_rate = args.learning_rate or (1e-3 if args.optimizer == "adamw" else 0.3 * global_batch / 256)
     encoder_optimizer = build_optimizer(
