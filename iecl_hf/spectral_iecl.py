@@ -42,8 +42,14 @@ class EncoderSpectralPenalty(nn.Module):
                 buffer.copy_(F.normalize(torch.randn(buffer.shape), dim=0))
 
     def forward(self, backbone: nn.Module, update: bool = True):
-        """(penalty, largest sigma); `update` runs one power iteration first (training steps)."""
+        """(penalty, largest sigma); `update` runs one power iteration first (training steps). In float32 also under
+        mixed precision: the vectors are float32 state, and a bf16 sigma would round away the small excess over 1."""
         modules = dict(backbone.named_modules())
+        device_type = next(iter(self.buffers())).device.type
+        with torch.autocast(device_type, enabled=False):
+            return self._penalty(modules, update)
+
+    def _penalty(self, modules: dict, update: bool):
         sigmas = []
         for index, name in enumerate(self.names):
             weight = modules[name].weight.flatten(1)

@@ -1,6 +1,7 @@
 """Issue 5 through the recipe: the ablation grid as config files, MoCo and BYOL trained by recipes/pretrain.py,
 and resume restoring the queue and the momentum target exactly."""
 
+import math
 import shutil
 
 import pytest
@@ -184,6 +185,24 @@ def test_channels_last_trains_the_same_model(tmp_path):
         tmp_path / "contiguous" / "model.safetensors", tmp_path / "channels_last" / "model.safetensors"
     )
     assert difference < 1e-4
+
+
+@pytest.mark.parametrize("framework", ["simclr", "moco", "byol"])
+def test_bf16_mixed_precision_trains_every_framework(framework, tmp_path, monkeypatch, capsys):
+    """`accelerate launch --mixed_precision bf16` with every IE-CL term on: the spectral penalty, entropy and KL run in
+    float32 under autocast, the losses stay finite and the saved weights are float32."""
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision` sets
+    out = tmp_path / "out"
+    args = [*TINY_ARGS, "--framework", framework, "--max_train_steps", 2, "--logging_steps", 1, "--output_dir", out]
+    assert run_pretrain_in_process([*args, "--knn_every_epochs", 0]) == 0
+    assert "mixed precision bf16" in capsys.readouterr().out
+    rows = [row for row in read_jsonl(out / "logs" / "train_log.jsonl") if "loss" in row]
+    assert len(rows) == 2
+    for row in rows:
+        assert all(math.isfinite(row[key]) for key in ("loss", "entropy_query", "kl_loss", "spectral_penalty"))
+    assert {t.dtype for t in load_file(str(out / "model.safetensors")).values() if t.is_floating_point()} == {
+        torch.float32
+    }
 
 
 def test_torch_compile_trains_the_same_model_with_plain_keys(tmp_path):
