@@ -3,6 +3,7 @@
 
     python benchmarks/throughput.py                       # CPU preset, batch 64 and 256
     python benchmarks/throughput.py --batch_sizes 64 --steps 5 --repeats 3
+    python benchmarks/throughput.py --preset cifar --mixed_precision bf16 --channels_last --torch_compile  # GPU options
 
 Variants, timed in interleaved repeats within one run (median reported), same backbone / projector / optimizer:
 - floor:     a minimal plain-PyTorch SimCLR step on pre-made view tensors (no input pipeline);
@@ -60,6 +61,32 @@ def infinite(loader):
         yield from loader
 
 
+class SpeedOptions:
+    """The recipe's speed options, applied the recipe's way: autocast (Accelerate's --mixed_precision bf16),
+    channels_last model and views, the encoder compiled in place (--torch_compile)."""
+
+    def __init__(self, mixed_precision="no", channels_last=False, torch_compile=False):
+        self.mixed_precision, self.channels_last, self.torch_compile = mixed_precision, channels_last, torch_compile
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def prepare(self, model, encoder):
+        model.to(memory_format=self.memory_format)
+        if self.torch_compile:
+            encoder.compile()
+
+    def views(self, *views):
+        return [v.contiguous(memory_format=self.memory_format) for v in views]
+
+    def autocast(self, device):
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.mixed_precision == "bf16")
+
+    def __str__(self):
+        parts = [f"mixed_precision {self.mixed_precision}"]
+        parts += ["channels_last"] if self.channels_last else []
+        parts += ["torch_compile"] if self.torch_compile else []
+        return ", ".join(parts)
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -68,19 +95,23 @@ def sync(device):
 class Floor:
     """Plain PyTorch: backbone + projector + NT-Xent + SGD on pre-made tensors."""
 
-    def __init__(self, config, batch_size, device):
-        self.device = device
+    def __init__(self, config, batch_size, device, options=None):
+        self.device, self.options = device, options or SpeedOptions()
         self.backbone = build_backbone(config).to(device)
         self.projector = ProjectionHead(
             self.backbone.num_features, config.projection_hidden_dim, config.projection_dim
         ).to(device)
+        self.options.prepare(self.backbone, self.backbone)
         parameters = [*self.backbone.parameters(), *self.projector.parameters()]
         self.optimizer = torch.optim.SGD(parameters, lr=0.01, momentum=0.9, weight_decay=5e-4)
-        self.views = torch.rand(2 * batch_size, 3, config.image_size, config.image_size, device=device)
+        (self.views,) = self.options.views(
+            torch.rand(2 * batch_size, 3, config.image_size, config.image_size, device=device)
+        )
         self.batch_size, self.tau = batch_size, config.tau
 
     def step(self):
-        z = F.normalize(self.projector(self.backbone(self.views)), dim=1)
+        with self.options.autocast(self.device):
+            z = F.normalize(self.projector(self.backbone(self.views)).float(), dim=1)
         logits = z @ z.t() / self.tau
         logits.fill_diagonal_(float("-inf"))
         n = self.batch_size
@@ -96,7 +127,7 @@ class Recipe:
     """The recipe's code path: its training data (the decoded uint8 array), batched augmentation on the device,
     model, both optimizers."""
 
-    def __init__(self, config, split, batch_size, device, workers, model=True):
+    def __init__(self, config, split, batch_size, device, workers, model=True, options=None):
         dataset, collate = training_examples(split, detect_columns(split.features), config.image_size)
         self.batches = infinite(
             training_loader(dataset, collate, batch_size, workers, pin_memory=device.type == "cuda")
@@ -104,8 +135,9 @@ class Recipe:
         self.augmentation = BatchedSimCLRAugmentation(config.image_size).to(device)
         self.device = device
         self.model = IECLForPreTraining(config).to(device) if model else None
-        self.steps = 0
+        self.steps, self.options = 0, options or SpeedOptions()
         if model:
+            self.options.prepare(self.model, self.model.iecl)
             self.optimizers = [
                 o
                 for o in (
@@ -121,7 +153,10 @@ class Recipe:
         if self.model is not None:
             self.steps += 1
             logging_step = self.steps % LOGGING_STEPS == 0
-            self.model(pixel_values=view_1, pixel_values_2=view_2, output_saib_logdet=logging_step).loss.backward()
+            view_1, view_2 = self.options.views(view_1, view_2)
+            with self.options.autocast(self.device):
+                output = self.model(pixel_values=view_1, pixel_values_2=view_2, output_saib_logdet=logging_step)
+            output.loss.backward()
             for optimizer in self.optimizers:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -188,21 +223,27 @@ def main():
     parser.add_argument("--dataset", default="../shared/data/cifar10-small", help="falls back to the embedded digits")
     parser.add_argument("--variants", nargs="+", default=["floor", "pipeline", "baseline", "iecl", "lightly"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--mixed_precision", choices=["no", "bf16"], default="no", help="the recipe's speed options")
+    parser.add_argument("--channels_last", action="store_true")
+    parser.add_argument("--torch_compile", action="store_true", help="floor, baseline and iecl: the encoder compiled")
     args = parser.parse_args()
+    options = SpeedOptions(args.mixed_precision, args.channels_last, args.torch_compile)
     device = torch.device(args.device)
     torch.manual_seed(0)
     preset = PRESETS[args.preset]
     split = load_split(args.dataset, 4096)
     print(
         f"device {device}, preset {args.preset}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-        f"{len(split)} images, {args.steps} steps x {args.repeats} interleaved repeats"
+        f"{len(split)} images, {args.steps} steps x {args.repeats} interleaved repeats, {options}"
     )
     for batch_size in args.batch_sizes:
         builders = {
-            "floor": lambda: Floor(IECLConfig(**preset), batch_size, device),
+            "floor": lambda: Floor(IECLConfig(**preset), batch_size, device, options),
             "pipeline": lambda: Recipe(IECLConfig(**preset), split, batch_size, device, args.workers, model=False),
-            "baseline": lambda: Recipe(IECLConfig(**preset, **BASELINE), split, batch_size, device, args.workers),
-            "iecl": lambda: Recipe(IECLConfig(**preset), split, batch_size, device, args.workers),
+            "baseline": lambda: Recipe(
+                IECLConfig(**preset, **BASELINE), split, batch_size, device, args.workers, options=options
+            ),
+            "iecl": lambda: Recipe(IECLConfig(**preset), split, batch_size, device, args.workers, options=options),
             "lightly": lambda: Lightly(IECLConfig(**preset), split, batch_size, device, args.workers),
         }
         runners = {}
