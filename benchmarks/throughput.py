@@ -3,7 +3,7 @@
 
     python benchmarks/throughput.py                       # CPU preset, batch 64 and 256
     python benchmarks/throughput.py --batch_sizes 64 --steps 5 --repeats 3
-    python benchmarks/throughput.py --preset cifar --mixed_precision bf16 --channels_last --torch_compile  # GPU options
+    python benchmarks/throughput.py --preset cifar --mixed_precision bf16 --channels_last --torch_compile  # GPU
 
 Variants, timed in interleaved repeats within one run (median reported), same backbone / projector / optimizer:
 - floor:     a minimal plain-PyTorch SimCLR step on pre-made view tensors (no input pipeline);

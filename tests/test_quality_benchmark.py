@@ -38,7 +38,7 @@ def recipe_values(quality, variant, **args):
 
 def test_baseline_and_control_differ_only_in_weight_decay(quality):
     base_args, base = recipe_values(quality, "simclr")
-    control_args, control = recipe_values(quality, "simclr_wd_matched")
+    control_args, control = recipe_values(quality, "simclr_wd_doubled")
     assert (base.generator_architecture, base.encoder_spectral_norm) == ("none", False)
     assert base.lambda_entropy == base.beta_kl == 0
     assert control.to_dict() == base.to_dict()
@@ -48,7 +48,7 @@ def test_baseline_and_control_differ_only_in_weight_decay(quality):
 def test_sweep_point_reaches_iecl_variants_only(quality):
     _, iecl = recipe_values(quality, "iecl", base_overrides="lambda_entropy=0.3")
     _, moco = recipe_values(quality, "moco_iecl", base_overrides="lambda_entropy=0.3")
-    _, control = recipe_values(quality, "simclr_wd_matched", base_overrides="lambda_entropy=0.3")
+    _, control = recipe_values(quality, "simclr_wd_doubled", base_overrides="lambda_entropy=0.3")
     _, baseline = recipe_values(quality, "simclr", base_overrides="lambda_entropy=0.3")
     assert iecl.lambda_entropy == moco.lambda_entropy == 0.3
     assert (iecl.generator_architecture, moco.framework) == ("saib", "moco")
