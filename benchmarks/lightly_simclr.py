@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from iecl_hf import IECLConfig, IECLModel, build_image_processor  # noqa: E402
 from iecl_hf.data import decode_image, detect_columns, load_image_dataset  # noqa: E402
 from iecl_hf.data.augmentations import blur_kernel  # noqa: E402
+from iecl_hf.frameworks_iecl import ProjectionHead  # noqa: E402
 from iecl_hf.training.arguments import PRESETS  # noqa: E402
 from iecl_hf.training.optim import build_optimizer, build_scheduler  # noqa: E402
 
@@ -32,6 +33,13 @@ def main():
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--dataloader_num_workers", type=int, default=1)
     parser.add_argument("--max_train_samples", type=int, default=None)
+    parser.add_argument(
+        "--projection_head",
+        choices=["lightly", "iecl"],
+        default="lightly",
+        help="lightly's SimCLRProjectionHead (BatchNorm on its output too) or ours (Linear-BN-ReLU-Linear): "
+        "a diagnostic of the gap between the two SimCLRs",
+    )
     args = parser.parse_args()
 
     from lightly.loss import NTXentLoss
@@ -78,7 +86,8 @@ def main():
         persistent_workers=args.dataloader_num_workers > 0,
     )
     encoder = IECLModel(config).to(device)
-    head = SimCLRProjectionHead(encoder.num_features, config.projection_hidden_dim, config.projection_dim).to(device)
+    head_class = SimCLRProjectionHead if args.projection_head == "lightly" else ProjectionHead
+    head = head_class(encoder.num_features, config.projection_hidden_dim, config.projection_dim).to(device)
     criterion = NTXentLoss(temperature=config.tau)
     lr = 0.3 * args.per_device_train_batch_size / 256
     optimizer = build_optimizer("sgd", torch.nn.ModuleList([encoder, head]), lr, 5e-4)

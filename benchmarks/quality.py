@@ -59,6 +59,10 @@ VARIANTS = {
     # lightly's SimCLR (benchmarks/lightly_simclr.py), same backbone, optimizer, schedule and budget: is our
     # baseline the standard SimCLR? Same seed, but not the same initial weights or views (another code path).
     "lightly_simclr": Variant("", "simclr", script="benchmarks/lightly_simclr.py"),
+    # lightly's SimCLR with our projection head (no BatchNorm on the projector's output): a diagnostic of the gap.
+    "lightly_simclr_iecl_head": Variant(
+        "", "simclr", ("--projection_head", "iecl"), script="benchmarks/lightly_simclr.py"
+    ),
     "moco": Variant(f"framework=moco,{BASELINE}"),
     "moco_iecl": Variant("framework=moco", "moco"),
     "byol": Variant(f"framework=byol,{BASELINE}"),
