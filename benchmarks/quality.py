@@ -101,17 +101,13 @@ def pretrain_command(args, variant, seed, pretrain_dir):
         "--dataloader_num_workers": args.workers,
         "--max_train_samples": args.max_train_samples,
     }
+    recipe_only = []
     if spec.script == RECIPE:
-        flags.update(
-            {
-                "--knn_every_epochs": 0,
-                "--logging_steps": 20,
-                "--model_config_overrides": model_overrides(args, variant),
-            }
-        )
+        flags.update({"--knn_every_epochs": 0, "--logging_steps": 20})
+        flags["--model_config_overrides"] = model_overrides(args, variant)
+        recipe_only = ["--overwrite_output_dir"]
     command = [sys.executable, spec.script, *(f"{k}={v}" for k, v in flags.items() if v not in (None, ""))]
-    if spec.script == RECIPE:
-        command.append("--overwrite_output_dir")
+    command += recipe_only
     return [*command, *spec.pretrain_args]
 
 
