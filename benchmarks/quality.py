@@ -63,6 +63,9 @@ VARIANTS = {
     "lightly_simclr_iecl_head": Variant(
         "", "simclr", ("--projection_head", "iecl"), script="benchmarks/lightly_simclr.py"
     ),
+    # SimCLR v2's / lightly's projector (a BatchNorm on its output), the cause of the gap above; and IE-CL with it.
+    "simclr_output_bn": Variant(f"projection_output_batchnorm=True,{BASELINE}", "simclr"),
+    "iecl_output_bn": Variant("projection_output_batchnorm=True", "simclr_output_bn"),
     "moco": Variant(f"framework=moco,{BASELINE}"),
     "moco_iecl": Variant("framework=moco", "moco"),
     "byol": Variant(f"framework=byol,{BASELINE}"),

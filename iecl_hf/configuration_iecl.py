@@ -82,6 +82,9 @@ class IECLConfig(PretrainedConfig):
         projection_hidden_dim (`int`, *optional*, defaults to 512),
         projection_dim (`int`, *optional*, defaults to 128):
             Sizes of the 2-layer projection head `g`.
+        projection_output_batchnorm (`bool`, *optional*, defaults to `False`):
+            End the projection head in a BatchNorm (`Linear-BN-ReLU-Linear-BN`, SimCLR v2's and lightly's
+            projector) instead of a plain Linear. BYOL's predictor never has one.
         tau (`float`, *optional*, defaults to 0.2):
             Temperature of the InfoNCE / NT-Xent loss.
         generator_architecture (`str`, *optional*, defaults to `"saib"`):
@@ -126,7 +129,7 @@ class IECLConfig(PretrainedConfig):
         backbone="resnet18", backbone_kwargs=None, stem="cifar", image_size=32, image_mean=None, image_std=None,
         # the framework (its base loss and heads)
         framework="simclr", moco_queue_size=4096, momentum_base=0.99, predictor_hidden_dim=512,
-        projection_hidden_dim=512, projection_dim=128, tau=0.2,
+        projection_hidden_dim=512, projection_dim=128, projection_output_batchnorm=False, tau=0.2,
         # generation: SAIB on the query view
         generator_architecture="saib", saib_patch_size=4, saib_dim=64, saib_expansion=2, saib_weight_decay=0.01,
         # the query-entropy and KL terms
@@ -156,6 +159,7 @@ class IECLConfig(PretrainedConfig):
         self.predictor_hidden_dim = predictor_hidden_dim
         self.projection_hidden_dim = projection_hidden_dim
         self.projection_dim = projection_dim
+        self.projection_output_batchnorm = projection_output_batchnorm
         self.tau = tau
         self.generator_architecture = "none" if generator_architecture is None else generator_architecture
         self.saib_patch_size = saib_patch_size
@@ -190,10 +194,9 @@ class IECLConfig(PretrainedConfig):
         _check_choice("generator_architecture", self.generator_architecture, GENERATOR_ARCHITECTURES)
         _check_choice("entropy_estimator", self.entropy_estimator, ENTROPY_ESTIMATORS)
         _check_choice("kl_covariance", self.kl_covariance, KL_COVARIANCES)
-        if not isinstance(self.encoder_spectral_norm, bool):
-            raise ValueError(
-                f"IECLConfig.encoder_spectral_norm must be True or False, got {self.encoder_spectral_norm!r}."
-            )
+        for name in ("encoder_spectral_norm", "projection_output_batchnorm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"IECLConfig.{name} must be True or False, got {getattr(self, name)!r}.")
         for name in (
             "image_size",
             "projection_hidden_dim",

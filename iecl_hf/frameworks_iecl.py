@@ -28,16 +28,23 @@ def mark_owned(module: nn.Module):
 
 
 class ProjectionHead(nn.Module):
-    """Linear-BN-ReLU-Linear (SimCLR's projector; also MoCo v2's and BYOL's projector and predictor)."""
+    """Linear-BN-ReLU-Linear (SimCLR's projector; also MoCo v2's and BYOL's projector and predictor).
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int):
+    With `output_batchnorm` the output is batch-normalized too (Linear without bias, then BN): the projector of
+    SimCLR v2 and of lightly's `SimCLRProjectionHead`."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, output_batchnorm: bool = False):
         super().__init__()
-        self.layers = nn.Sequential(
+        layers = [
             nn.Linear(in_dim, hidden_dim, bias=False),
             nn.BatchNorm1d(hidden_dim),
             nn.ReLU(inplace=True),
-            nn.Linear(hidden_dim, out_dim),
-        )
+            # a bias before a BatchNorm is cancelled by its mean subtraction
+            nn.Linear(hidden_dim, out_dim, bias=not output_batchnorm),
+        ]
+        if output_batchnorm:
+            layers.append(nn.BatchNorm1d(out_dim))
+        self.layers = nn.Sequential(*layers)
         mark_owned(self)
 
     def forward(self, h):
@@ -86,7 +93,9 @@ class SimCLRHead(nn.Module):
     def __init__(self, config, num_features: int, backbone: nn.Module):
         super().__init__()
         self.tau = config.tau
-        self.projector = ProjectionHead(num_features, config.projection_hidden_dim, config.projection_dim)
+        self.projector = ProjectionHead(
+            num_features, config.projection_hidden_dim, config.projection_dim, config.projection_output_batchnorm
+        )
 
     def forward(self, features, anchor_inputs, batch_size):
         projections = self.projector(features)
@@ -98,7 +107,9 @@ class _MomentumHead(nn.Module):
 
     def __init__(self, config, num_features: int, backbone: nn.Module):
         super().__init__()
-        self.projector = ProjectionHead(num_features, config.projection_hidden_dim, config.projection_dim)
+        self.projector = ProjectionHead(
+            num_features, config.projection_hidden_dim, config.projection_dim, config.projection_output_batchnorm
+        )
         self.momentum_base = config.momentum_base
         self.momentum_backbone = copy.deepcopy(backbone)
         self.momentum_projector = copy.deepcopy(self.projector)

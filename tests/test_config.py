@@ -26,6 +26,7 @@ from iecl_hf import IECLConfig
         ({"generator_architecture": "gan"}, "generator_architecture"),
         ({"encoder_spectral_norm": "yes"}, "encoder_spectral_norm"),
         ({"encoder_spectral_norm": 1}, "encoder_spectral_norm"),
+        ({"projection_output_batchnorm": "true"}, "projection_output_batchnorm"),
         ({"stem": "imagenet"}, "stem"),
         ({"saib_patch_size": 5, "image_size": 32}, "saib_patch_size"),
         ({"saib_patch_size": 0}, "saib_patch_size"),

@@ -223,6 +223,32 @@ def test_base_loss_with_saib_equals_reference(framework):
     assert output.base_loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("framework", ["simclr", "moco", "byol"])
+def test_projection_output_batchnorm_normalizes_the_projections_of_every_framework(framework):
+    torch.manual_seed(0)
+    config = IECLConfig(**TINY, framework=framework, moco_queue_size=32, projection_output_batchnorm=True)
+    model = IECLForPreTraining(config)
+    model.train()
+    projector = model.head.projector
+    last_linear, output_norm = projector.layers[-2], projector.layers[-1]
+    assert isinstance(output_norm, torch.nn.BatchNorm1d) and last_linear.bias is None
+    projections = projector(torch.randn(16, model.iecl.num_features))
+    # train mode, fresh affine (1, 0): every dimension has batch mean 0 and variance 1
+    torch.testing.assert_close(projections.mean(0), torch.zeros(config.projection_dim), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        projections.var(0, unbiased=False), torch.ones(config.projection_dim), atol=1e-3, rtol=0
+    )
+    if framework != "simclr":  # the momentum projector is a copy of the online one
+        assert isinstance(model.head.momentum_projector.layers[-1], torch.nn.BatchNorm1d)
+    if framework == "byol":  # BYOL's predictor keeps its plain Linear output
+        assert isinstance(model.head.predictor.layers[-1], torch.nn.Linear)
+    output = model(torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16))
+    output.loss.backward()
+    assert torch.isfinite(output.loss) and output_norm.weight.grad.abs().sum() > 0
+    plain = IECLForPreTraining(IECLConfig(**TINY, framework=framework, moco_queue_size=32)).head.projector
+    assert isinstance(plain.layers[-1], torch.nn.Linear) and plain.layers[-1].bias is not None
+
+
 @pytest.mark.parametrize("framework", ["moco", "byol"])
 def test_framework_state_survives_save_and_load_but_not_in_the_encoder(framework, tmp_path):
     model = IECLForPreTraining(IECLConfig(**TINY, framework=framework, moco_queue_size=32))

@@ -23,6 +23,7 @@ IECL_FIELDS = (
     "tau",
     "projection_hidden_dim",
     "projection_dim",
+    "projection_output_batchnorm",
 )
 
 
