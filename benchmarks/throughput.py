@@ -42,6 +42,7 @@ from iecl_hf.frameworks_iecl import ProjectionHead  # noqa: E402
 from iecl_hf.modeling_iecl import build_backbone  # noqa: E402
 from iecl_hf.training.arguments import PRESETS, PretrainArguments  # noqa: E402
 from iecl_hf.training.optim import build_generator_optimizer, build_optimizer  # noqa: E402
+from iecl_hf.training.pretraining import apply_speed_options  # noqa: E402
 
 # The recipe computes the saib_logdet monitor on one step in --logging_steps (its default), as Recipe.step does.
 LOGGING_STEPS = PretrainArguments.__dataclass_fields__["logging_steps"].default
@@ -70,9 +71,7 @@ class SpeedOptions:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def prepare(self, model, encoder):
-        model.to(memory_format=self.memory_format)
-        if self.torch_compile:
-            encoder.compile()
+        apply_speed_options(model, encoder, channels_last=self.channels_last, torch_compile=self.torch_compile)
 
     def views(self, *views):
         return [v.contiguous(memory_format=self.memory_format) for v in views]

@@ -236,13 +236,30 @@ class Training:
     memory_format: torch.memory_format
 
 
+def apply_speed_options(
+    model, encoder, *, channels_last: bool, torch_compile: bool, backend: str | None = None, mode: str | None = None
+) -> torch.memory_format:
+    """--channels_last (the model now, the views in each step: the returned format) and --torch_compile (the encoder
+    in place, `nn.Module.compile`, so that the state dict and the saved checkpoints keep plain keys). Shared with
+    benchmarks/throughput.py, so that the benchmark measures what the recipe runs."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    if torch_compile:
+        encoder.compile(backend=backend or "inductor", mode=mode)
+    return memory_format
+
+
 def prepare_model(model, data: TrainingData, data_args, args, accelerator, checkpoint) -> Training:
     """Optimizers (encoder: SGD/AdamW/LARS; SAIB: AdamW), `accelerator.prepare`, the schedule and the training state
     registered for checkpointing; the disk space the run needs is checked."""
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    if args.torch_compile:  # in place (nn.Module.compile): the state dict and the saved checkpoints keep plain keys
-        model.iecl.compile(backend=args.torch_compile_backend or "inductor", mode=args.torch_compile_mode)
+    memory_format = apply_speed_options(
+        model,
+        model.iecl,
+        channels_last=args.channels_last,
+        torch_compile=args.torch_compile,
+        backend=args.torch_compile_backend,
+        mode=args.torch_compile_mode,
+    )
     global_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     learning_rate = args.learning_rate or (1e-3 if args.optimizer == "adamw" else 0.3 * global_batch / 256)
     encoder_optimizer = build_optimizer(
