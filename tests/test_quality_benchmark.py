@@ -69,3 +69,14 @@ def test_lightly_variant_gets_only_the_shared_budget_flags(quality):
         "--dataloader_num_workers": "1",
         "--max_train_samples": "512",
     }
+
+
+def test_output_bn_pair_shares_the_head_and_differs_in_the_iecl_terms_only(quality):
+    _, baseline = recipe_values(quality, "simclr_output_bn")
+    _, iecl = recipe_values(quality, "iecl_output_bn")
+    _, plain = recipe_values(quality, "simclr")
+    assert baseline.projection_output_batchnorm is iecl.projection_output_batchnorm is True
+    assert plain.projection_output_batchnorm is False
+    assert quality.VARIANTS["iecl_output_bn"].baseline == "simclr_output_bn"
+    differing = {k for k, v in iecl.to_dict().items() if baseline.to_dict()[k] != v}
+    assert differing == {"generator_architecture", "encoder_spectral_norm", "lambda_entropy", "beta_kl"}
