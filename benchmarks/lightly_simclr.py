@@ -40,6 +40,13 @@ def main():
         help="lightly's SimCLRProjectionHead (BatchNorm on its output too) or ours (Linear-BN-ReLU-Linear): "
         "a diagnostic of the gap between the two SimCLRs",
     )
+    parser.add_argument(
+        "--forward",
+        choices=["separate", "joint"],
+        default="separate",
+        help="the two views through the encoder one after the other (lightly's examples: BatchNorm statistics per "
+        "view) or as one batch of 2B (ours: statistics over both): a diagnostic of the gap",
+    )
     args = parser.parse_args()
 
     from lightly.loss import NTXentLoss
@@ -98,7 +105,10 @@ def main():
         epoch_losses = []
         for (x0, x1), _ in loader:
             x0, x1 = x0.to(device), x1.to(device)
-            z0, z1 = head(encoder(x0).pooler_output), head(encoder(x1).pooler_output)
+            if args.forward == "joint":
+                z0, z1 = head(encoder(torch.cat([x0, x1])).pooler_output).chunk(2)
+            else:
+                z0, z1 = head(encoder(x0).pooler_output), head(encoder(x1).pooler_output)
             loss = criterion(z0, z1)
             if not math.isfinite(loss.item()):
                 raise RuntimeError(f"non-finite loss at epoch {epoch}")

@@ -63,6 +63,10 @@ VARIANTS = {
     "lightly_simclr_iecl_head": Variant(
         "", "simclr", ("--projection_head", "iecl"), script="benchmarks/lightly_simclr.py"
     ),
+    # lightly's SimCLR with both views in one encoder batch (BatchNorm statistics over 2B, as ours): a diagnostic.
+    "lightly_simclr_joint_forward": Variant(
+        "", "simclr", ("--forward", "joint"), script="benchmarks/lightly_simclr.py"
+    ),
     # SimCLR v2's / lightly's projector (a BatchNorm on its output), the cause of the gap above; and IE-CL with it.
     "simclr_output_bn": Variant(f"projection_output_batchnorm=True,{BASELINE}", "simclr"),
     "iecl_output_bn": Variant("projection_output_batchnorm=True", "simclr_output_bn"),
