@@ -67,9 +67,9 @@ VARIANTS = {
     "lightly_simclr_joint_forward": Variant(
         "", "simclr", ("--forward", "joint"), script="benchmarks/lightly_simclr.py"
     ),
-    # SimCLR v2's / lightly's projector (a BatchNorm on its output), the cause of the gap above; and IE-CL with it.
-    "simclr_output_bn": Variant(f"projection_output_batchnorm=True,{BASELINE}", "simclr"),
-    "iecl_output_bn": Variant("projection_output_batchnorm=True", "simclr_output_bn"),
+    # SimCLR's projector without its output BatchNorm (the default until 2026-11-29), and IE-CL with it.
+    "simclr_plain_head": Variant(f"projection_output_batchnorm=False,{BASELINE}", "simclr"),
+    "iecl_plain_head": Variant("projection_output_batchnorm=False", "simclr_plain_head"),
     "moco": Variant(f"framework=moco,{BASELINE}"),
     "moco_iecl": Variant("framework=moco", "moco"),
     "byol": Variant(f"framework=byol,{BASELINE}"),

@@ -82,9 +82,10 @@ class IECLConfig(PretrainedConfig):
         projection_hidden_dim (`int`, *optional*, defaults to 512),
         projection_dim (`int`, *optional*, defaults to 128):
             Sizes of the 2-layer projection head `g`.
-        projection_output_batchnorm (`bool`, *optional*, defaults to `False`):
+        projection_output_batchnorm (`bool`, *optional*):
             End the projection head in a BatchNorm (`Linear-BN-ReLU-Linear-BN`, SimCLR v2's and lightly's
-            projector) instead of a plain Linear. BYOL's predictor never has one.
+            projector) instead of a plain Linear. BYOL's predictor never has one. Unset: `True` for SimCLR, `False`
+            for MoCo and BYOL (the heads measured best, or measured at all, in BENCHMARKS.md).
         tau (`float`, *optional*, defaults to 0.2):
             Temperature of the InfoNCE / NT-Xent loss.
         generator_architecture (`str`, *optional*, defaults to `"saib"`):
@@ -129,7 +130,7 @@ class IECLConfig(PretrainedConfig):
         backbone="resnet18", backbone_kwargs=None, stem="cifar", image_size=32, image_mean=None, image_std=None,
         # the framework (its base loss and heads)
         framework="simclr", moco_queue_size=4096, momentum_base=0.99, predictor_hidden_dim=512,
-        projection_hidden_dim=512, projection_dim=128, projection_output_batchnorm=False, tau=0.2,
+        projection_hidden_dim=512, projection_dim=128, projection_output_batchnorm=None, tau=0.2,
         # generation: SAIB on the query view
         generator_architecture="saib", saib_patch_size=4, saib_dim=64, saib_expansion=2, saib_weight_decay=0.01,
         # the query-entropy and KL terms
@@ -159,6 +160,8 @@ class IECLConfig(PretrainedConfig):
         self.predictor_hidden_dim = predictor_hidden_dim
         self.projection_hidden_dim = projection_hidden_dim
         self.projection_dim = projection_dim
+        if projection_output_batchnorm is None:  # the framework's measured head
+            projection_output_batchnorm = framework == "simclr"
         self.projection_output_batchnorm = projection_output_batchnorm
         self.tau = tau
         self.generator_architecture = "none" if generator_architecture is None else generator_architecture

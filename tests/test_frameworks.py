@@ -1,6 +1,7 @@
 """MoCo v2 and BYOL heads (issue 5): losses against slow references, exact EMA, the queue, reduction to the
 plain frameworks with the IE-CL modules off, state kept by save/load, and 2 processes = 1 process for the queue."""
 
+import json
 import math
 import os
 import socket
@@ -245,8 +246,19 @@ def test_projection_output_batchnorm_normalizes_the_projections_of_every_framewo
     output = model(torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16))
     output.loss.backward()
     assert torch.isfinite(output.loss) and output_norm.weight.grad.abs().sum() > 0
-    plain = IECLForPreTraining(IECLConfig(**TINY, framework=framework, moco_queue_size=32)).head.projector
+    plain_config = IECLConfig(**TINY, framework=framework, moco_queue_size=32, projection_output_batchnorm=False)
+    plain = IECLForPreTraining(plain_config).head.projector
     assert isinstance(plain.layers[-1], torch.nn.Linear) and plain.layers[-1].bias is not None
+
+
+@pytest.mark.parametrize("framework, expected", [("simclr", True), ("moco", False), ("byol", False)])
+def test_projection_output_batchnorm_defaults_to_the_frameworks_measured_head(framework, expected, tmp_path):
+    config = IECLConfig(**TINY, framework=framework)
+    assert config.projection_output_batchnorm is expected
+    model = IECLForPreTraining(config)
+    assert isinstance(model.head.projector.layers[-1], torch.nn.BatchNorm1d) is expected
+    config.save_pretrained(tmp_path)  # the resolved value is saved: a later default cannot change a saved model
+    assert json.load(open(tmp_path / "config.json"))["projection_output_batchnorm"] is expected
 
 
 @pytest.mark.parametrize("framework", ["moco", "byol"])

@@ -71,12 +71,13 @@ def test_lightly_variant_gets_only_the_shared_budget_flags(quality):
     }
 
 
-def test_output_bn_pair_shares_the_head_and_differs_in_the_iecl_terms_only(quality):
-    _, baseline = recipe_values(quality, "simclr_output_bn")
-    _, iecl = recipe_values(quality, "iecl_output_bn")
-    _, plain = recipe_values(quality, "simclr")
-    assert baseline.projection_output_batchnorm is iecl.projection_output_batchnorm is True
-    assert plain.projection_output_batchnorm is False
-    assert quality.VARIANTS["iecl_output_bn"].baseline == "simclr_output_bn"
+def test_plain_head_pair_shares_the_head_and_differs_in_the_iecl_terms_only(quality):
+    _, baseline = recipe_values(quality, "simclr_plain_head")
+    _, iecl = recipe_values(quality, "iecl_plain_head")
+    _, default = recipe_values(quality, "simclr")
+    _, moco = recipe_values(quality, "moco")
+    assert baseline.projection_output_batchnorm is iecl.projection_output_batchnorm is False
+    assert default.projection_output_batchnorm is True and moco.projection_output_batchnorm is False
+    assert quality.VARIANTS["iecl_plain_head"].baseline == "simclr_plain_head"
     differing = {k for k, v in iecl.to_dict().items() if baseline.to_dict()[k] != v}
     assert differing == {"generator_architecture", "encoder_spectral_norm", "lambda_entropy", "beta_kl"}
