@@ -37,8 +37,8 @@ def main():
         "--projection_head",
         choices=["lightly", "iecl"],
         default="lightly",
-        help="lightly's SimCLRProjectionHead (BatchNorm on its output too) or ours (Linear-BN-ReLU-Linear): "
-        "a diagnostic of the gap between the two SimCLRs",
+        help="lightly's SimCLRProjectionHead (BatchNorm on its output too) or our plain head (Linear-BN-ReLU-Linear, "
+        "projection_output_batchnorm=False): a diagnostic of the gap between the two SimCLRs",
     )
     parser.add_argument(
         "--forward",

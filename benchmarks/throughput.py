@@ -97,9 +97,7 @@ class Floor:
     def __init__(self, config, batch_size, device, options=None):
         self.device, self.options = device, options or SpeedOptions()
         self.backbone = build_backbone(config).to(device)
-        self.projector = ProjectionHead(
-            self.backbone.num_features, config.projection_hidden_dim, config.projection_dim
-        ).to(device)
+        self.projector = ProjectionHead.from_config(config, self.backbone.num_features).to(device)
         self.options.prepare(self.backbone, self.backbone)
         parameters = [*self.backbone.parameters(), *self.projector.parameters()]
         self.optimizer = torch.optim.SGD(parameters, lr=0.01, momentum=0.9, weight_decay=5e-4)

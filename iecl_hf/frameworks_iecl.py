@@ -47,6 +47,11 @@ class ProjectionHead(nn.Module):
         self.layers = nn.Sequential(*layers)
         mark_owned(self)
 
+    @classmethod
+    def from_config(cls, config, in_dim: int) -> "ProjectionHead":
+        """The projector `g` of every framework (sizes and output BatchNorm from the config)."""
+        return cls(in_dim, config.projection_hidden_dim, config.projection_dim, config.projection_output_batchnorm)
+
     def forward(self, h):
         return self.layers(h)
 
@@ -93,9 +98,7 @@ class SimCLRHead(nn.Module):
     def __init__(self, config, num_features: int, backbone: nn.Module):
         super().__init__()
         self.tau = config.tau
-        self.projector = ProjectionHead(
-            num_features, config.projection_hidden_dim, config.projection_dim, config.projection_output_batchnorm
-        )
+        self.projector = ProjectionHead.from_config(config, num_features)
 
     def forward(self, features, anchor_inputs, batch_size):
         projections = self.projector(features)
@@ -107,9 +110,7 @@ class _MomentumHead(nn.Module):
 
     def __init__(self, config, num_features: int, backbone: nn.Module):
         super().__init__()
-        self.projector = ProjectionHead(
-            num_features, config.projection_hidden_dim, config.projection_dim, config.projection_output_batchnorm
-        )
+        self.projector = ProjectionHead.from_config(config, num_features)
         self.momentum_base = config.momentum_base
         self.momentum_backbone = copy.deepcopy(backbone)
         self.momentum_projector = copy.deepcopy(self.projector)
