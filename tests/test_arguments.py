@@ -136,6 +136,14 @@ def test_one_flag_per_field_over_the_preset():
     assert model["image_size"] == PRESETS["cifar"]["image_size"]  # the rest from the preset
 
 
+def test_fields_the_config_resolves_take_a_bool_and_say_so():
+    """projection_output_batchnorm defaults to None (the config picks by framework); its flag takes true/false."""
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(ModelArguments)}
+    assert "true/false" in helps["projection_output_batchnorm"] and "JSON" in helps["backbone_kwargs"]
+    _, _, model = parse_args(["--projection_output_batchnorm", "false"])
+    assert model["projection_output_batchnorm"] is False
+
+
 def test_preset_none_sets_nothing_and_auto_is_cpu_without_a_gpu():
     _, _, model = parse_args(["--preset", "none"])
     assert model == {"_preset": "none"}

@@ -254,7 +254,10 @@ def _model_arguments_class():
             continue
         default = parameter.default
         kind = str if isinstance(default, (dict, list, tuple)) or default is None else type(default)
-        help_text = "JSON" if kind is str and not isinstance(default, str) else ""
+        if default is None:  # the config resolves it (e.g. from the framework): any type, parsed by parse_value
+            help_text = "(unset: the config's default; a JSON value or true/false)"
+        else:
+            help_text = "JSON" if kind is str and not isinstance(default, str) else ""
         fields.append(
             (name, kind | None, field(default=None, metadata={"help": f"IECLConfig.{name} {help_text}".strip()}))
         )
