@@ -14,7 +14,8 @@ per-seed difference removes most of the seed-to-seed spread. Each run is `recipe
 cifar10-large), in subprocesses. Prints per variant the mean linear top-1 and kNN top-1, and for each IE-CL variant
 the mean paired difference to its baseline with a 95% confidence interval (t over seeds). Finished runs are kept
 (their eval_results.json) and not run again, so an interrupted benchmark continues where it stopped; every
-finished run is written to --results_file at once.
+finished run is written to --results_file at once. --compare_to prints a sweep point against the defaults' runs
+(each IE-CL variant minus the same variant there, paired by seed).
 """
 
 import argparse
@@ -211,6 +212,31 @@ def summarize(records):
     return "\n".join(lines)
 
 
+def compare(records, reference):
+    """Each variant minus the same variant of `reference` (another run's records), paired by seed: a sweep point
+    against the defaults, on the seeds both have."""
+    by_key = {(r["variant"], r["seed"]): r for r in reference}
+    lines = [
+        "| variant | seeds | minus reference, linear (95% CI) | minus reference, kNN (95% CI) |",
+        "|---|---|---|---|",
+    ]
+    for variant in [v for v in VARIANTS if any(r["variant"] == v for r in records)]:
+        runs = sorted(
+            (r for r in records if r["variant"] == variant and (variant, r["seed"]) in by_key), key=lambda r: r["seed"]
+        )
+        if not runs or all(r["overrides"] == by_key[(variant, r["seed"])]["overrides"] for r in runs):
+            continue  # nothing to compare, or the very same runs (e.g. linked baselines)
+        cells = []
+        for metric in ("linear_top1", "knn_top1"):
+            differences = [r[metric] - by_key[(variant, r["seed"])][metric] for r in runs]
+            mean, half = mean_ci(differences)
+            per_seed = ", ".join(f"{d:+.2f}" for d in differences)
+            cells.append(f"{mean:+.2f} ({mean - half:+.2f} .. {mean + half:+.2f}); per seed {per_seed}")
+        seeds = ",".join(str(r["seed"]) for r in runs)
+        lines.append(f"| {variant} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="../shared/data/cifar10-small", help="pretraining data")
@@ -243,6 +269,12 @@ def main():
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--work_dir", default="runs/quality")
     parser.add_argument("--results_file", default=None)
+    parser.add_argument(
+        "--compare_to",
+        default=None,
+        help="another run's results file (e.g. the defaults' runs): also print each variant minus the same variant "
+        "there, paired by seed (a sweep point against the defaults)",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="1 epoch on 512 images, 1 seed: checks the pipeline in minutes"
     )
@@ -277,6 +309,9 @@ def main():
                 json.dump(records, handle, indent=1)
     print()
     print(summarize(records))
+    if args.compare_to:
+        with open(args.compare_to) as handle:
+            print(f"\nagainst {args.compare_to}:\n" + compare(records, json.load(handle)))
     print(f"\nall runs: {results_file}")
 
 

@@ -81,3 +81,19 @@ def test_plain_head_pair_shares_the_head_and_differs_in_the_iecl_terms_only(qual
     assert quality.VARIANTS["iecl_plain_head"].baseline == "simclr_plain_head"
     differing = {k for k, v in iecl.to_dict().items() if baseline.to_dict()[k] != v}
     assert differing == {"generator_architecture", "encoder_spectral_norm", "lambda_entropy", "beta_kl"}
+
+
+def test_compare_pairs_a_sweep_point_with_the_reference_by_seed(quality):
+    def record(variant, seed, overrides, linear, knn):
+        return dict(variant=variant, seed=seed, overrides=overrides, linear_top1=linear, knn_top1=knn)
+
+    reference = [record("simclr", s, "base", 50.0, 48.0) for s in (0, 1, 2)]
+    reference += [record("iecl", 0, "", 52.0, 50.0), record("iecl", 1, "", 53.0, 50.0)]
+    point = [record("simclr", s, "base", 50.0, 48.0) for s in (0, 1)]  # the same (linked) baseline runs
+    point += [record("iecl", s, "lambda_entropy=0.3", 52.0 + s + d, 50.5) for s, d in ((0, 1.0), (1, 3.0), (2, 9.0))]
+    table = quality.compare(point, reference)
+    rows = [line for line in table.splitlines() if line.startswith("| iecl")]
+    assert "simclr" not in table and len(rows) == 1
+    # seeds 0 and 1 only (the reference has no seed 2): linear +1 and +3, mean +2; kNN +0.5 on both, CI of width 0
+    assert rows[0].startswith("| iecl | 0,1 | +2.00 (") and "per seed +1.00, +3.00" in rows[0]
+    assert "+0.50 (+0.50 .. +0.50)" in rows[0]
