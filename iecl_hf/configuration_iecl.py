@@ -8,6 +8,15 @@ GENERATOR_ARCHITECTURES = ("saib", "none")
 ENTROPY_ESTIMATORS = ("coding_rate", "gaussian")
 KL_COVARIANCES = ("diagonal", "full")
 
+# The fields whose default depends on the framework (an unset field, None, takes the framework's value): each is the
+# value measured best for that framework, or the one measured at all (BENCHMARKS.md). The resolved value is saved
+# in config.json, so a later change of these defaults cannot change a saved model.
+FRAMEWORK_DEFAULTS = {
+    "simclr": {"projection_output_batchnorm": True, "lambda_entropy": 1.0},
+    "moco": {"projection_output_batchnorm": False, "lambda_entropy": 0.1},
+    "byol": {"projection_output_batchnorm": False, "lambda_entropy": 0.1},
+}
+
 
 # Fields of the first formulation (docs/method.md, "History"): a config that still sets one was written for a model
 # that no longer exists, so it fails loudly instead of silently building something else.
@@ -85,7 +94,8 @@ class IECLConfig(PretrainedConfig):
         projection_output_batchnorm (`bool`, *optional*):
             End the projection head in a BatchNorm (`Linear-BN-ReLU-Linear-BN`, SimCLR v2's and lightly's
             projector) instead of a plain Linear. BYOL's predictor never has one. Unset: `True` for SimCLR, `False`
-            for MoCo and BYOL (the heads measured best, or measured at all, in BENCHMARKS.md).
+            for MoCo and BYOL (`FRAMEWORK_DEFAULTS`: the heads measured best, or measured at all, in
+            BENCHMARKS.md).
         tau (`float`, *optional*, defaults to 0.2):
             Temperature of the InfoNCE / NT-Xent loss.
         generator_architecture (`str`, *optional*, defaults to `"saib"`):
@@ -99,8 +109,9 @@ class IECLConfig(PretrainedConfig):
             Channel expansion of SAIB's 1x1 -> 3x3 -> 1x1 stack.
         saib_weight_decay (`float`, *optional*, defaults to 0.01):
             `gamma R(g_phi)`: decoupled weight decay of SAIB's optimizer (AdamW).
-        lambda_entropy (`float`, *optional*, defaults to 0.1):
-            Weight of `-H(Z')`, the entropy of the query projections, in the objective.
+        lambda_entropy (`float`, *optional*):
+            Weight of `-H(Z')`, the entropy of the query projections, in the objective. Unset: 1.0 for SimCLR, 0.1
+            for MoCo and BYOL (`FRAMEWORK_DEFAULTS`: SimCLR's weight was swept, the others were measured at 0.1).
         entropy_estimator (`str`, *optional*, defaults to `"coding_rate"`):
             Estimator of `H(Z')`: `"coding_rate"` (`1/(2d) logdet(I + d/(B eps^2) Z Z^T)`) or `"gaussian"`
             (`1/(2d) logdet(2 pi e (Cov + ridge I))`).
@@ -134,7 +145,7 @@ class IECLConfig(PretrainedConfig):
         # generation: SAIB on the query view
         generator_architecture="saib", saib_patch_size=4, saib_dim=64, saib_expansion=2, saib_weight_decay=0.01,
         # the query-entropy and KL terms
-        lambda_entropy=0.1, entropy_estimator="coding_rate", coding_rate_epsilon=0.5,
+        lambda_entropy=None, entropy_estimator="coding_rate", coding_rate_epsilon=0.5,
         beta_kl=0.1, kl_covariance="diagonal", covariance_ridge=1e-3,
         # preservation: the spectral-norm penalty on the encoder
         encoder_spectral_norm=True, spectral_norm_weight=1.0,
@@ -160,8 +171,11 @@ class IECLConfig(PretrainedConfig):
         self.predictor_hidden_dim = predictor_hidden_dim
         self.projection_hidden_dim = projection_hidden_dim
         self.projection_dim = projection_dim
-        if projection_output_batchnorm is None:  # the framework's measured head
-            projection_output_batchnorm = framework == "simclr"
+        measured = FRAMEWORK_DEFAULTS.get(framework, {})  # a framework not in it fails validation below
+        if projection_output_batchnorm is None:
+            projection_output_batchnorm = measured.get("projection_output_batchnorm", False)
+        if lambda_entropy is None:
+            lambda_entropy = measured.get("lambda_entropy", 0.1)
         self.projection_output_batchnorm = projection_output_batchnorm
         self.tau = tau
         self.generator_architecture = "none" if generator_architecture is None else generator_architecture

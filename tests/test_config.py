@@ -100,10 +100,10 @@ def test_defaults():
         2,
         0.01,
     )
-    assert (config.lambda_entropy, config.entropy_estimator, config.coding_rate_epsilon) == (0.1, "coding_rate", 0.5)
+    assert (config.lambda_entropy, config.entropy_estimator, config.coding_rate_epsilon) == (1.0, "coding_rate", 0.5)
     assert (config.beta_kl, config.kl_covariance, config.covariance_ridge) == (0.1, "diagonal", 1e-3)
     assert config.encoder_spectral_norm is True and config.spectral_norm_weight == 1.0
-    assert config.projection_output_batchnorm is True  # SimCLR's head; MoCo's and BYOL's: tests/test_frameworks.py
+    assert config.projection_output_batchnorm is True  # SimCLR's; MoCo's and BYOL's: tests/test_frameworks.py
     for removed in (
         "use_view_generator",
         "generator_epsilon",

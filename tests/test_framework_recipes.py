@@ -61,7 +61,7 @@ def test_each_cell_is_a_config_change(path):
         config.encoder_spectral_norm,
     ) == CELLS[cell]
     if cell == "full":  # full IE-CL is the package default
-        assert all(getattr(config, name) == getattr(IECLConfig(), name) for name in IECL_FIELDS)
+        assert all(getattr(config, name) == getattr(IECLConfig(framework=framework), name) for name in IECL_FIELDS)
     # The cell is what the model builds: SAIB and the spectral penalty exist exactly when the cell switches them on.
     tiny = IECLConfig(
         **{

@@ -251,14 +251,19 @@ def test_projection_output_batchnorm_normalizes_the_projections_of_every_framewo
     assert isinstance(plain.layers[-1], torch.nn.Linear) and plain.layers[-1].bias is not None
 
 
-@pytest.mark.parametrize("framework, expected", [("simclr", True), ("moco", False), ("byol", False)])
-def test_projection_output_batchnorm_defaults_to_the_frameworks_measured_head(framework, expected, tmp_path):
+@pytest.mark.parametrize(
+    "framework, output_batchnorm, lambda_entropy", [("simclr", True, 1.0), ("moco", False, 0.1), ("byol", False, 0.1)]
+)
+def test_unset_fields_take_the_frameworks_measured_values(framework, output_batchnorm, lambda_entropy, tmp_path):
     config = IECLConfig(**TINY, framework=framework)
-    assert config.projection_output_batchnorm is expected
+    assert config.projection_output_batchnorm is output_batchnorm and config.lambda_entropy == lambda_entropy
     model = IECLForPreTraining(config)
-    assert isinstance(model.head.projector.layers[-1], torch.nn.BatchNorm1d) is expected
-    config.save_pretrained(tmp_path)  # the resolved value is saved: a later default cannot change a saved model
-    assert json.load(open(tmp_path / "config.json"))["projection_output_batchnorm"] is expected
+    assert isinstance(model.head.projector.layers[-1], torch.nn.BatchNorm1d) is output_batchnorm
+    config.save_pretrained(tmp_path)  # the resolved values are saved: a later default cannot change a saved model
+    saved = json.load(open(tmp_path / "config.json"))
+    assert saved["projection_output_batchnorm"] is output_batchnorm and saved["lambda_entropy"] == lambda_entropy
+    explicit = IECLConfig(**TINY, framework=framework, lambda_entropy=0.3, projection_output_batchnorm=False)
+    assert explicit.lambda_entropy == 0.3 and explicit.projection_output_batchnorm is False  # a set value wins
 
 
 @pytest.mark.parametrize("framework", ["moco", "byol"])
