@@ -136,12 +136,19 @@ def test_one_flag_per_field_over_the_preset():
     assert model["image_size"] == PRESETS["cifar"]["image_size"]  # the rest from the preset
 
 
-def test_fields_the_config_resolves_take_a_bool_and_say_so():
-    """projection_output_batchnorm defaults to None (the config picks by framework); its flag takes true/false."""
+def test_fields_the_framework_resolves_are_typed_and_say_so():
+    """projection_output_batchnorm and lambda_entropy default to None (the config takes the framework's value); their
+    flags are typed like that value (a bool, a float) and unset they stay None."""
     helps = {f.name: f.metadata["help"] for f in dataclasses.fields(ModelArguments)}
-    assert "true/false" in helps["projection_output_batchnorm"] and "JSON" in helps["backbone_kwargs"]
-    _, _, model = parse_args(["--projection_output_batchnorm", "false"])
-    assert model["projection_output_batchnorm"] is False
+    for name in ("projection_output_batchnorm", "lambda_entropy"):
+        assert "framework's measured value" in helps[name] and "JSON" not in helps[name]
+    assert "JSON" in helps["backbone_kwargs"]
+    _, _, model = parse_args(["--projection_output_batchnorm", "false", "--lambda_entropy", "0.5"])
+    assert model["projection_output_batchnorm"] is False and model["lambda_entropy"] == 0.5
+    _, _, model = parse_args(["--framework", "moco"])
+    assert "lambda_entropy" not in model and "projection_output_batchnorm" not in model
+    with pytest.raises(SystemExit):
+        parse_args(["--lambda_entropy", "much"])  # argparse names the flag (test_bad_flag_types_name_the_flag)
 
 
 def test_preset_none_sets_nothing_and_auto_is_cpu_without_a_gpu():

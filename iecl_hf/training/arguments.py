@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
-from ..configuration_iecl import IECLConfig
+from ..configuration_iecl import FRAMEWORK_DEFAULTS, IECLConfig
 from ..evaluation.linear_probe import DEFAULT_LEARNING_RATES
 from ..evaluation.plots import EMBEDDING_METHODS
 
@@ -253,10 +253,10 @@ def _model_arguments_class():
         if name in ("self", "kwargs"):
             continue
         default = parameter.default
-        kind = str if isinstance(default, (dict, list, tuple)) or default is None else type(default)
-        if default is None:  # the config resolves it (e.g. from the framework): any type, parsed by parse_value
-            help_text = "(unset: the config's default; a JSON value or true/false)"
+        if name in FRAMEWORK_DEFAULTS["simclr"]:  # None: the config takes the framework's value; typed like it
+            kind, help_text = type(FRAMEWORK_DEFAULTS["simclr"][name]), "(unset: the framework's measured value)"
         else:
+            kind = str if isinstance(default, (dict, list, tuple)) or default is None else type(default)
             help_text = "JSON" if kind is str and not isinstance(default, str) else ""
         fields.append(
             (name, kind | None, field(default=None, metadata={"help": f"IECLConfig.{name} {help_text}".strip()}))
