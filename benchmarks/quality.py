@@ -281,6 +281,9 @@ def main():
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.max_train_samples, args.max_eval_samples, args.seeds = 1, 512, 512, [0]
+    if args.compare_to:  # read now: a wrong path fails before hours of runs, not after
+        with open(args.compare_to) as handle:
+            reference = json.load(handle)
     for name in ("dataset", "eval_dataset"):
         if not os.path.exists(getattr(args, name)):
             print(f"{getattr(args, name)} not found: using the embedded digits dataset")
@@ -310,8 +313,7 @@ def main():
     print()
     print(summarize(records))
     if args.compare_to:
-        with open(args.compare_to) as handle:
-            print(f"\nagainst {args.compare_to}:\n" + compare(records, json.load(handle)))
+        print(f"\nagainst {args.compare_to}:\n" + compare(records, reference))
     print(f"\nall runs: {results_file}")
 
 
