@@ -4,6 +4,8 @@
     python benchmarks/quality.py --quick                          # minutes: a smoke test of the whole pipeline
     python benchmarks/quality.py                                  # CPU protocol: main pair, 5 paired seeds
     python benchmarks/quality.py --variants simclr generation_only preservation_only --seeds 0 1 2   # ablation cells
+    python benchmarks/quality.py --variants iecl --seeds 0 1 2 --base_overrides lambda_entropy=3.0 \
+        --work_dir runs/sweep-l3 --compare_to runs/quality/results.json   # a sweep point against the defaults' runs
     python benchmarks/quality.py --preset cifar --dataset ../shared/data/cifar10-large --epochs 30 --batch_size 128 \
         --jobs 6 --variants simclr iecl --seeds 0 1 2               # GPU protocol (several runs share the GPU)
 
