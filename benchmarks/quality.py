@@ -182,6 +182,12 @@ def mean_ci(values):
     return mean, stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
 
 
+def ci_text(differences):
+    """'+1.20 (+0.01 .. +2.39)': the mean paired difference and its 95% confidence interval."""
+    mean, half = mean_ci(differences)
+    return f"{mean:+.2f} ({mean - half:+.2f} .. {mean + half:+.2f})"
+
+
 def summarize(records):
     by_key = {(r["variant"], r["seed"]): r for r in records}
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in records)]
@@ -206,8 +212,7 @@ def summarize(records):
                 (r[metric], by_key[(baseline, r["seed"])][metric]) for r in runs if (baseline, r["seed"]) in by_key
             ]
             if baseline and pairs:
-                mean, half = mean_ci([a - b for a, b in pairs])
-                cells.append(f"{mean:+.2f} ({mean - half:+.2f} .. {mean + half:+.2f}), n={len(pairs)}")
+                cells.append(f"{ci_text([a - b for a, b in pairs])}, n={len(pairs)}")
             else:
                 cells.append("-")
         lines.append(f"| {variant} | {len(runs)} | " + " | ".join(cells) + " |")
@@ -231,9 +236,8 @@ def compare(records, reference):
         cells = []
         for metric in ("linear_top1", "knn_top1"):
             differences = [r[metric] - by_key[(variant, r["seed"])][metric] for r in runs]
-            mean, half = mean_ci(differences)
             per_seed = ", ".join(f"{d:+.2f}" for d in differences)
-            cells.append(f"{mean:+.2f} ({mean - half:+.2f} .. {mean + half:+.2f}); per seed {per_seed}")
+            cells.append(f"{ci_text(differences)}; per seed {per_seed}")
         seeds = ",".join(str(r["seed"]) for r in runs)
         lines.append(f"| {variant} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -171,11 +171,12 @@ class IECLConfig(PretrainedConfig):
         self.predictor_hidden_dim = predictor_hidden_dim
         self.projection_hidden_dim = projection_hidden_dim
         self.projection_dim = projection_dim
-        measured = FRAMEWORK_DEFAULTS.get(framework, {})  # a framework not in it fails validation below
+        # An unknown framework fails validation below; until then it resolves like SimCLR.
+        measured = FRAMEWORK_DEFAULTS.get(framework, FRAMEWORK_DEFAULTS["simclr"])
         if projection_output_batchnorm is None:
-            projection_output_batchnorm = measured.get("projection_output_batchnorm", False)
+            projection_output_batchnorm = measured["projection_output_batchnorm"]
         if lambda_entropy is None:
-            lambda_entropy = measured.get("lambda_entropy", 0.1)
+            lambda_entropy = measured["lambda_entropy"]
         self.projection_output_batchnorm = projection_output_batchnorm
         self.tau = tau
         self.generator_architecture = "none" if generator_architecture is None else generator_architecture
