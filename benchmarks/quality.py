@@ -33,9 +33,11 @@ from typing import NamedTuple
 from scipy import stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from iecl_hf.configuration_iecl import BASELINE_OVERRIDES  # noqa: E402
 
-# Every IE-CL term off: the plain framework (its base loss alone; the terms are still computed as monitors).
-BASELINE = "generator_architecture=none,encoder_spectral_norm=False,lambda_entropy=0,beta_kl=0"
+# Every IE-CL term off, as --model_config_overrides: the plain framework.
+BASELINE = ",".join(f"{name}={value}" for name, value in BASELINE_OVERRIDES.items())
 
 
 RECIPE = "recipes/pretrain.py"

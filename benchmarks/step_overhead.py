@@ -39,7 +39,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from iecl_hf import IECLConfig, IECLForPreTraining  # noqa: E402
+from iecl_hf import BASELINE_OVERRIDES, IECLConfig, IECLForPreTraining  # noqa: E402
 from iecl_hf.entropy_iecl import gaussian_kl  # noqa: E402
 from iecl_hf.saib_iecl import saib_logdet  # noqa: E402
 from iecl_hf.training.arguments import PRESETS, PretrainArguments  # noqa: E402
@@ -50,9 +50,6 @@ PRESET_NAMES = {"standard": "cifar", "cpu": "cpu"}
 
 # The recipe computes the saib_logdet monitor on one step in --logging_steps (its default).
 LOGGING_STEPS = PretrainArguments.__dataclass_fields__["logging_steps"].default
-
-# Plain SimCLR: every IE-CL term off.
-BASELINE = dict(generator_architecture="none", encoder_spectral_norm=False, lambda_entropy=0.0, beta_kl=0.0)
 
 
 def parse_args(argv=None):
@@ -199,7 +196,7 @@ def run_preset(name, args):
     device = torch.device(args.device)
     views = tuple(torch.rand(args.batch_size, 3, size, size).to(device) for _ in range(2))
     iecl = Trainer(IECLConfig(**base), views)
-    baseline = Trainer(IECLConfig(**base, **BASELINE), views)
+    baseline = Trainer(IECLConfig(**base, **BASELINE_OVERRIDES), views)
     # SAIB starts as the identity (restore = 0); a trained SAIB transforms (same cost, but the realistic state).
     with torch.no_grad():
         torch.nn.init.normal_(iecl.model.view_generator.restore.weight, std=0.01)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from iecl_hf import IECLConfig, IECLForPreTraining  # noqa: E402
+from iecl_hf import BASELINE_OVERRIDES, IECLConfig, IECLForPreTraining  # noqa: E402
 from iecl_hf.data import (  # noqa: E402
     BatchedSimCLRAugmentation,
     detect_columns,
@@ -46,9 +46,6 @@ from iecl_hf.training.pretraining import apply_speed_options  # noqa: E402
 
 # The recipe computes the saib_logdet monitor on one step in --logging_steps (its default), as Recipe.step does.
 LOGGING_STEPS = PretrainArguments.__dataclass_fields__["logging_steps"].default
-
-# Plain SimCLR: every IE-CL term off.
-BASELINE = dict(generator_architecture="none", encoder_spectral_norm=False, lambda_entropy=0.0, beta_kl=0.0)
 
 
 def load_split(path, num_images):
@@ -238,7 +235,7 @@ def main():
             "floor": lambda: Floor(IECLConfig(**preset), batch_size, device, options),
             "pipeline": lambda: Recipe(IECLConfig(**preset), split, batch_size, device, args.workers, model=False),
             "baseline": lambda: Recipe(
-                IECLConfig(**preset, **BASELINE), split, batch_size, device, args.workers, options=options
+                IECLConfig(**preset, **BASELINE_OVERRIDES), split, batch_size, device, args.workers, options=options
             ),
             "iecl": lambda: Recipe(IECLConfig(**preset), split, batch_size, device, args.workers, options=options),
             "lightly": lambda: Lightly(IECLConfig(**preset), split, batch_size, device, args.workers),

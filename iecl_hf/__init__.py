@@ -7,7 +7,7 @@ from transformers import (
     AutoModelForPreTraining,
 )
 
-from .configuration_iecl import IECLConfig
+from .configuration_iecl import BASELINE_OVERRIDES, IECLConfig
 from .image_processing import build_image_processor
 from .modeling_iecl import (
     IECLForImageClassification,
@@ -32,6 +32,7 @@ IECLForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 IECLForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
 __all__ = [
+    "BASELINE_OVERRIDES",
     "IECLConfig",
     "IECLModel",
     "IECLForPreTraining",

@@ -17,6 +17,14 @@ FRAMEWORK_DEFAULTS = {
     "byol": {"projection_output_batchnorm": False, "lambda_entropy": 0.1},
 }
 
+# Every IE-CL term off: the framework's own baseline (plain SimCLR, MoCo v2 or BYOL), the other side of each paired
+# comparison in BENCHMARKS.md. The terms are still computed as monitors; they no longer reach the loss.
+BASELINE_OVERRIDES = {
+    "generator_architecture": "none",
+    "encoder_spectral_norm": False,
+    "lambda_entropy": 0,
+    "beta_kl": 0,
+}
 
 # Fields of the first formulation (docs/method.md, "History"): a config that still sets one was written for a model
 # that no longer exists, so it fails loudly instead of silently building something else.

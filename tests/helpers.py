@@ -48,6 +48,17 @@ TINY_ARGS = [
     "1",
 ]
 
+# A tiny IECLConfig (16 px, channels 8-64) for the tests that build models directly.
+TINY_MODEL = dict(
+    backbone_kwargs={"channels": [8, 16, 32, 64]},
+    stem="cifar_stride2",
+    image_size=16,
+    projection_hidden_dim=32,
+    projection_dim=16,
+    predictor_hidden_dim=24,
+    saib_dim=8,
+)
+
 
 def subprocess_env(**extra) -> dict:
     """Offline, one thread per process (deterministic, and fast on a busy 2-core machine)."""

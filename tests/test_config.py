@@ -84,11 +84,6 @@ def test_zero_weights_are_allowed():
     )
 
 
-def test_the_baseline_is_a_config_change():
-    config = IECLConfig(generator_architecture="none", encoder_spectral_norm=False, lambda_entropy=0, beta_kl=0)
-    assert config.generator_architecture == "none" and config.encoder_spectral_norm is False
-
-
 def test_defaults():
     config = IECLConfig()
     assert (config.backbone, config.stem, config.framework, config.image_size) == ("resnet18", "cifar", "simclr", 32)

@@ -15,13 +15,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from iecl_hf import IECLConfig, IECLForPreTraining
+from iecl_hf import BASELINE_OVERRIDES, IECLConfig, IECLForPreTraining
 
 WORLD_SIZE, BATCH, SIZE = 2, 8, 16
 COMPARED = ("loss", "base_loss", "entropy_query", "entropy_anchor", "kl_loss", "spectral_penalty", "spectral_norm_max")
-BASELINE = dict(generator_architecture="none", encoder_spectral_norm=False, lambda_entropy=0.0, beta_kl=0.0)
 CASES = {
-    "baseline": BASELINE,
+    "baseline": BASELINE_OVERRIDES,
     "defaults": {},
     "gaussian_full_kl": dict(entropy_estimator="gaussian", kl_covariance="full"),
     "moco": dict(framework="moco", moco_queue_size=32),

@@ -19,7 +19,7 @@ from helpers import (
 )
 from safetensors.torch import load_file
 
-from iecl_hf import IECLConfig, IECLForPreTraining
+from iecl_hf import BASELINE_OVERRIDES, IECLConfig, IECLForPreTraining
 from iecl_hf.training.arguments import parse_args
 
 CONFIGS = sorted((REPO / "recipes" / "configs").glob("*.yaml"))
@@ -62,6 +62,8 @@ def test_each_cell_is_a_config_change(path):
     ) == CELLS[cell]
     if cell == "full":  # full IE-CL is the package default
         assert all(getattr(config, name) == getattr(IECLConfig(framework=framework), name) for name in IECL_FIELDS)
+    if cell == "baseline":  # the one baseline of the package, the benchmarks and the tests
+        assert {name: getattr(config, name) for name in BASELINE_OVERRIDES} == BASELINE_OVERRIDES
     # The cell is what the model builds: SAIB and the spectral penalty exist exactly when the cell switches them on.
     tiny = IECLConfig(
         **{

@@ -11,22 +11,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from helpers import TINY_MODEL as TINY
 
-from iecl_hf import IECLConfig, IECLForPreTraining, IECLModel
+from iecl_hf import BASELINE_OVERRIDES, IECLConfig, IECLForPreTraining, IECLModel
 from iecl_hf.frameworks_iecl import byol_loss, cosine_momentum, ema_update, infonce_with_queue
 from iecl_hf.training.pretraining import LOGGED_TERMS
-
-TINY = dict(
-    backbone_kwargs={"channels": [8, 16, 32, 64]},
-    stem="cifar_stride2",
-    image_size=16,
-    projection_hidden_dim=32,
-    projection_dim=16,
-    predictor_hidden_dim=24,
-    saib_dim=8,
-)
-# The baseline of any framework: no SAIB, no entropy terms, no spectral-norm penalty.
-BASELINE = dict(generator_architecture="none", encoder_spectral_norm=False, lambda_entropy=0, beta_kl=0)
 
 
 def perturb_saib(model, std=0.05):
@@ -127,7 +116,7 @@ def plain_byol_loss(model, v1, v2):
 
 @pytest.mark.parametrize("framework,reference", [("moco", plain_moco_loss), ("byol", plain_byol_loss)])
 def test_with_iecl_modules_off_each_framework_is_its_plain_version(framework, reference):
-    config = IECLConfig(**TINY, framework=framework, moco_queue_size=32, **BASELINE)
+    config = IECLConfig(**TINY, framework=framework, moco_queue_size=32, **BASELINE_OVERRIDES)
     torch.manual_seed(0)
     model = IECLForPreTraining(config)
     model.eval()  # BN running statistics: two forward passes see the same normalization

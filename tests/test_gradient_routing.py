@@ -11,12 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iecl_hf import IECLConfig, IECLForPreTraining
+from iecl_hf import BASELINE_OVERRIDES, IECLConfig, IECLForPreTraining
 from iecl_hf.entropy_iecl import coding_rate, gaussian_entropy, gaussian_kl
 from iecl_hf.losses_iecl import nt_xent_loss
 
 BATCH, SIZE = 8, 16
-BASELINE = dict(generator_architecture="none", encoder_spectral_norm=False, lambda_entropy=0.0, beta_kl=0.0)
 
 
 def build_model(**overrides):
@@ -165,7 +164,7 @@ def test_one_backward_gives_the_gradient_of_the_objective(overrides):
 
 
 def test_baseline_is_the_plain_framework():
-    model = build_model(**BASELINE)
+    model = build_model(**BASELINE_OVERRIDES)
     pixel_values, pixel_values_2 = inputs()
     output = model(pixel_values, pixel_values_2)
     assert model.generator_parameters() == [] and model.spectral_penalty is None

@@ -6,18 +6,10 @@ import math
 
 import pytest
 import torch
+from helpers import TINY_MODEL as TINY
 
 from iecl_hf import IECLConfig, IECLForPreTraining
 from iecl_hf.saib_iecl import SAIB, saib_logdet
-
-TINY = dict(
-    backbone_kwargs={"channels": [8, 16, 32, 64]},
-    stem="cifar_stride2",
-    image_size=16,
-    projection_hidden_dim=32,
-    projection_dim=16,
-    saib_dim=8,
-)
 
 
 def perturbed(image_size=16, patch_size=4, dim=8, expansion=2, std=0.3, seed=0):
