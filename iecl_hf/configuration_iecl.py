@@ -104,6 +104,10 @@ class IECLConfig(PretrainedConfig):
             projector) instead of a plain Linear. BYOL's predictor never has one. Unset: `True` for SimCLR, `False`
             for MoCo and BYOL (`FRAMEWORK_DEFAULTS`: the heads measured best, or measured at all, in
             BENCHMARKS.md).
+        batchnorm_per_view (`bool`, *optional*, defaults to `False`):
+            Run each view through the encoder and the heads as its own batch of B, so that BatchNorm normalizes each
+            view with its own statistics (lightly's SimCLR loop). `False`: the two views as one batch of 2B, as in
+            SimCLR's reference code. Pretraining only; evaluation uses the running statistics either way.
         tau (`float`, *optional*, defaults to 0.2):
             Temperature of the InfoNCE / NT-Xent loss.
         generator_architecture (`str`, *optional*, defaults to `"saib"`):
@@ -149,7 +153,8 @@ class IECLConfig(PretrainedConfig):
         backbone="resnet18", backbone_kwargs=None, stem="cifar", image_size=32, image_mean=None, image_std=None,
         # the framework (its base loss and heads)
         framework="simclr", moco_queue_size=4096, momentum_base=0.99, predictor_hidden_dim=512,
-        projection_hidden_dim=512, projection_dim=128, projection_output_batchnorm=None, tau=0.2,
+        projection_hidden_dim=512, projection_dim=128, projection_output_batchnorm=None, batchnorm_per_view=False,
+        tau=0.2,
         # generation: SAIB on the query view
         generator_architecture="saib", saib_patch_size=4, saib_dim=64, saib_expansion=2, saib_weight_decay=0.01,
         # the query-entropy and KL terms
@@ -186,6 +191,7 @@ class IECLConfig(PretrainedConfig):
         if lambda_entropy is None:
             lambda_entropy = measured["lambda_entropy"]
         self.projection_output_batchnorm = projection_output_batchnorm
+        self.batchnorm_per_view = batchnorm_per_view
         self.tau = tau
         self.generator_architecture = "none" if generator_architecture is None else generator_architecture
         self.saib_patch_size = saib_patch_size
@@ -220,7 +226,7 @@ class IECLConfig(PretrainedConfig):
         _check_choice("generator_architecture", self.generator_architecture, GENERATOR_ARCHITECTURES)
         _check_choice("entropy_estimator", self.entropy_estimator, ENTROPY_ESTIMATORS)
         _check_choice("kl_covariance", self.kl_covariance, KL_COVARIANCES)
-        for name in ("encoder_spectral_norm", "projection_output_batchnorm"):
+        for name in ("encoder_spectral_norm", "projection_output_batchnorm", "batchnorm_per_view"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"IECLConfig.{name} must be True or False, got {getattr(self, name)!r}.")
         for name in (

@@ -56,6 +56,14 @@ class ProjectionHead(nn.Module):
         return self.layers(h)
 
 
+def run_views(module, inputs: torch.Tensor, batch_size: int, per_view: bool) -> torch.Tensor:
+    """`module` on the 2B rows of both views: as one batch (BatchNorm statistics over both, SimCLR's reference) or,
+    with `per_view`, each view's B rows as their own batch (statistics per view, lightly's SimCLR loop)."""
+    if not per_view:
+        return module(inputs)
+    return torch.cat([module(inputs[:batch_size]), module(inputs[batch_size:])])
+
+
 def infonce_with_queue(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor, tau: float) -> torch.Tensor:
     """MoCo's InfoNCE: each query's positive is its key, its negatives the queue (K, dim), all L2-normalized."""
     query, key = F.normalize(query.float(), dim=1), F.normalize(key.float(), dim=1)
@@ -98,10 +106,11 @@ class SimCLRHead(nn.Module):
     def __init__(self, config, num_features: int, backbone: nn.Module):
         super().__init__()
         self.tau = config.tau
+        self.per_view = config.batchnorm_per_view
         self.projector = ProjectionHead.from_config(config, num_features)
 
     def forward(self, features, anchor_inputs, batch_size):
-        projections = self.projector(features)
+        projections = run_views(self.projector, features, batch_size, self.per_view)
         return nt_xent_loss(projections[:batch_size], projections[batch_size:], self.tau), projections
 
 
@@ -110,6 +119,7 @@ class _MomentumHead(nn.Module):
 
     def __init__(self, config, num_features: int, backbone: nn.Module):
         super().__init__()
+        self.per_view = config.batchnorm_per_view
         self.projector = ProjectionHead.from_config(config, num_features)
         self.momentum_base = config.momentum_base
         self.momentum_backbone = copy.deepcopy(backbone)
@@ -117,12 +127,15 @@ class _MomentumHead(nn.Module):
         for parameter in [*self.momentum_backbone.parameters(), *self.momentum_projector.parameters()]:
             parameter.requires_grad_(False)
 
-    @torch.no_grad()
-    def momentum_projections(self, anchor_inputs):
-        features = self.momentum_backbone.forward_head(
-            self.momentum_backbone.forward_features(anchor_inputs), pre_logits=True
+    def momentum_branch(self, anchor_inputs):
+        backbone = self.momentum_backbone
+        return self.momentum_projector(
+            backbone.forward_head(backbone.forward_features(anchor_inputs), pre_logits=True)
         )
-        return self.momentum_projector(features)
+
+    @torch.no_grad()
+    def momentum_projections(self, anchor_inputs, batch_size):
+        return run_views(self.momentum_branch, anchor_inputs, batch_size, self.per_view)
 
     @torch.no_grad()
     def reset_momentum_encoder(self, backbone: nn.Module):
@@ -172,8 +185,8 @@ class MoCoHead(_MomentumHead):
         self.queue_pointer.copy_((self.queue_pointer + len(keys)) % size)
 
     def forward(self, features, anchor_inputs, batch_size):
-        projections = self.projector(features)
-        keys = self.momentum_projections(anchor_inputs)
+        projections = run_views(self.projector, features, batch_size, self.per_view)
+        keys = self.momentum_projections(anchor_inputs, batch_size)
         queries, keys = (projections[:batch_size], projections[batch_size:]), (keys[:batch_size], keys[batch_size:])
         queue = self.queue.clone().detach()
         # This rank's queries only: a positive is the same sample's key, the negatives the (shared) queue.
@@ -200,9 +213,9 @@ class BYOLHead(_MomentumHead):
         return cosine_momentum(self.momentum_base, progress)
 
     def forward(self, features, anchor_inputs, batch_size):
-        projections = self.projector(features)
-        predictions = self.predictor(projections)
-        targets = self.momentum_projections(anchor_inputs)
+        projections = run_views(self.projector, features, batch_size, self.per_view)
+        predictions = run_views(self.predictor, projections, batch_size, self.per_view)
+        targets = self.momentum_projections(anchor_inputs, batch_size)
         p1, p2, t1, t2 = predictions[:batch_size], predictions[batch_size:], targets[:batch_size], targets[batch_size:]
         return with_global_value(byol_loss(p1, t2) + byol_loss(p2, t1)), projections  # per sample: no gathering
 

@@ -17,7 +17,7 @@ from transformers.utils import ModelOutput
 from .configuration_iecl import IECLConfig
 from .distributed_iecl import gather_with_grad
 from .entropy_iecl import QueryEntropy, gaussian_kl
-from .frameworks_iecl import FRAMEWORK_HEADS, MoCoHead, mark_owned
+from .frameworks_iecl import FRAMEWORK_HEADS, MoCoHead, mark_owned, run_views
 from .saib_iecl import SAIB, saib_logdet
 from .spectral_iecl import EncoderSpectralPenalty
 
@@ -194,6 +194,9 @@ class IECLForPreTraining(IECLPreTrainedModel):
         if hasattr(self.head, "update_momentum_encoder"):
             self.head.update_momentum_encoder(self.iecl.backbone, self.head.momentum_for(progress))
 
+    def encode(self, normalized_images: torch.Tensor) -> torch.Tensor:
+        return self.iecl(normalized_images).pooler_output
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.image_mean.to(images.dtype)) / self.image_std.to(images.dtype)
 
@@ -231,9 +234,10 @@ class IECLForPreTraining(IECLPreTrainedModel):
         return_dict = return_dict if return_dict is not None else config.return_dict
         batch_size = pixel_values.shape[0]
         query_view = self.query_view(pixel_values_2)
-        # Both views through the encoder as one batch of 2B (BatchNorm statistics over both, as in SimCLR).
+        # Both views through the encoder as one batch of 2B (BatchNorm statistics over both, as in SimCLR), or each
+        # as its own batch (`batchnorm_per_view`).
         encoder_inputs = self.normalize(torch.cat([pixel_values, query_view], dim=0))
-        features = self.iecl(encoder_inputs).pooler_output
+        features = run_views(self.encode, encoder_inputs, batch_size, config.batchnorm_per_view)
         # The anchor branch (MoCo's keys, BYOL's targets) sees the standard views: SAIB acts on the query branch only.
         anchor_inputs = (
             self.normalize(torch.cat([pixel_values, pixel_values_2], dim=0))

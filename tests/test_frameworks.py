@@ -167,8 +167,8 @@ def test_momentum_branch_sees_the_standard_views(framework):
     seen = []
     original = model.head.momentum_projections
 
-    def spy(anchor_inputs):
-        outputs = original(anchor_inputs)
+    def spy(anchor_inputs, batch_size):
+        outputs = original(anchor_inputs, batch_size)
         seen.append((anchor_inputs.detach().clone(), outputs.detach().clone()))
         return outputs
 
@@ -177,11 +177,11 @@ def test_momentum_branch_sees_the_standard_views(framework):
     ((inputs, outputs),) = seen
     standard = model.normalize(torch.cat([v1, v2]))
     assert torch.equal(inputs, standard)
-    torch.testing.assert_close(outputs, original(standard), rtol=0, atol=0)
+    torch.testing.assert_close(outputs, original(standard, 4), rtol=0, atol=0)
     # ... and not SAIB's view: with SAIB perturbed the two differ (the check above would catch the swap).
     with torch.no_grad():
         generated = model.normalize(torch.cat([v1, model.generate_view(v2)[0]]))
-    assert not torch.allclose(original(generated)[4:], outputs[4:])
+    assert not torch.allclose(original(generated, 4)[4:], outputs[4:])
 
 
 def iecl_base_loss(model, v1, v2):
@@ -189,7 +189,7 @@ def iecl_base_loss(model, v1, v2):
     n = len(v1)
     online = model.normalize(torch.cat([v1, model.generate_view(v2)[0]]))
     projections = model.head.projector(model.iecl(online).pooler_output)
-    targets = model.head.momentum_projections(model.normalize(torch.cat([v1, v2])))
+    targets = model.head.momentum_projections(model.normalize(torch.cat([v1, v2])), n)
     if model.config.framework == "moco":
         queue, tau = model.head.queue.clone(), model.config.tau
         return 0.5 * (
@@ -320,3 +320,53 @@ def test_two_process_moco_queue_matches_one_process(tmp_path):
         torch.testing.assert_close(rank_loss, loss, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(rank_queue, queue, rtol=1e-5, atol=1e-6)
         assert int(rank_pointer) == int(pointer)
+
+
+def batchnorm_batch_sizes(model, v1, v2):
+    """The number of rows every BatchNorm call of one training forward normalizes over."""
+    sizes = []
+    hooks = [
+        m.register_forward_pre_hook(lambda module, inputs: sizes.append(len(inputs[0])))
+        for m in model.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    ]
+    model(v1, v2)
+    for hook in hooks:
+        hook.remove()
+    return set(sizes)
+
+
+@pytest.mark.parametrize("framework", ["simclr", "moco", "byol"])
+def test_batchnorm_per_view_normalizes_each_view_over_its_own_batch(framework):
+    """`batchnorm_per_view`: every BatchNorm (encoder, projector, predictor, momentum branch) sees one view's B rows;
+    by default the two views go through as one batch of 2B."""
+    torch.manual_seed(0)
+    joint = IECLForPreTraining(IECLConfig(**TINY, framework=framework, moco_queue_size=32))
+    per_view = IECLForPreTraining(IECLConfig(**TINY, framework=framework, moco_queue_size=32, batchnorm_per_view=True))
+    per_view.load_state_dict(joint.state_dict())
+    v1, v2 = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
+    assert batchnorm_batch_sizes(per_view, v1, v2) == {4}
+    assert batchnorm_batch_sizes(joint, v1, v2) == {8}
+    # Evaluation mode normalizes with the running statistics: the two settings are the same function there.
+    per_view.load_state_dict(joint.state_dict())
+    joint.eval(), per_view.eval()
+    with torch.no_grad():
+        assert joint(v1, v2).base_loss.item() == pytest.approx(per_view(v1, v2).base_loss.item(), rel=1e-6)
+
+
+def test_batchnorm_per_view_simclr_loss_equals_two_separate_forwards():
+    """lightly's SimCLR loop: each view through encoder and projector on its own, then NT-Xent over both."""
+    from iecl_hf.losses_iecl import nt_xent_loss
+
+    torch.manual_seed(0)
+    model = IECLForPreTraining(IECLConfig(**TINY, batchnorm_per_view=True))  # SAIB is the identity at initialization
+    v1, v2 = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
+    z1, z2 = (model.head.projector(model.iecl(model.normalize(v)).pooler_output) for v in (v1, v2))
+    expected = nt_xent_loss(z1, z2, model.config.tau)
+    output = model(v1, v2)
+    assert output.base_loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    joint_loss = nt_xent_loss(
+        *model.head.projector(model.iecl(model.normalize(torch.cat([v1, v2]))).pooler_output).chunk(2),
+        model.config.tau,
+    )
+    assert abs(joint_loss.item() - expected.item()) > 1e-4  # the check above tells the two apart

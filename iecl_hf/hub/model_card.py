@@ -24,6 +24,7 @@ IECL_FIELDS = (
     "projection_hidden_dim",
     "projection_dim",
     "projection_output_batchnorm",
+    "batchnorm_per_view",
 )
 
 
