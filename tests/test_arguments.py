@@ -145,6 +145,8 @@ def test_fields_the_framework_resolves_are_typed_and_say_so():
     assert "JSON" in helps["backbone_kwargs"]
     _, _, model = parse_args(["--projection_output_batchnorm", "false", "--lambda_entropy", "0.5"])
     assert model["projection_output_batchnorm"] is False and model["lambda_entropy"] == 0.5
+    _, _, model = parse_args(["--batchnorm_per_view", "true"])  # the README's per-view example
+    assert model["batchnorm_per_view"] is True and IECLConfig(**model).batchnorm_per_view is True
     _, _, model = parse_args(["--framework", "moco"])
     assert "lambda_entropy" not in model and "projection_output_batchnorm" not in model
     with pytest.raises(SystemExit):
