@@ -75,6 +75,9 @@ VARIANTS = {
     # SimCLR's projector without its output BatchNorm (the default until 2026-11-29), and IE-CL with it.
     "simclr_plain_head": Variant(f"projection_output_batchnorm=False,{BASELINE}", "simclr"),
     "iecl_plain_head": Variant("projection_output_batchnorm=False", "simclr_plain_head"),
+    # Our SimCLR with torchvision's per-image views in the loader workers instead of the batched ones: are the views'
+    # pixels (lightly's path is per image too) the rest of the gap to lightly? Same initial weights, other view draws.
+    "simclr_worker_views": Variant(BASELINE, "simclr", ("--augmentation", "workers")),
     # BatchNorm statistics per view (lightly's loop) instead of over both views: the rest of the gap to lightly.
     "simclr_per_view_bn": Variant(f"batchnorm_per_view=True,{BASELINE}", "simclr"),
     "iecl_per_view_bn": Variant("batchnorm_per_view=True", "simclr_per_view_bn"),
