@@ -15,6 +15,7 @@ from helpers import TINY_MODEL as TINY
 
 from iecl_hf import BASELINE_OVERRIDES, IECLConfig, IECLForPreTraining, IECLModel
 from iecl_hf.frameworks_iecl import byol_loss, cosine_momentum, ema_update, infonce_with_queue
+from iecl_hf.losses_iecl import nt_xent_loss
 from iecl_hf.training.pretraining import LOGGED_TERMS
 
 
@@ -356,8 +357,6 @@ def test_batchnorm_per_view_normalizes_each_view_over_its_own_batch(framework):
 
 def test_batchnorm_per_view_simclr_loss_equals_two_separate_forwards():
     """lightly's SimCLR loop: each view through encoder and projector on its own, then NT-Xent over both."""
-    from iecl_hf.losses_iecl import nt_xent_loss
-
     torch.manual_seed(0)
     model = IECLForPreTraining(IECLConfig(**TINY, batchnorm_per_view=True))  # SAIB is the identity at initialization
     v1, v2 = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
