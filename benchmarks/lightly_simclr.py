@@ -16,8 +16,14 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from iecl_hf import IECLConfig, IECLModel, build_image_processor  # noqa: E402
-from iecl_hf.data import decode_image, detect_columns, load_image_dataset  # noqa: E402
-from iecl_hf.data.augmentations import blur_kernel  # noqa: E402
+from iecl_hf.data import (  # noqa: E402
+    BatchedSimCLRAugmentation,
+    decode_image,
+    detect_columns,
+    load_image_dataset,
+    load_size_for,
+)
+from iecl_hf.data.augmentations import blur_kernel, uint8_transform  # noqa: E402
 from iecl_hf.frameworks_iecl import ProjectionHead  # noqa: E402
 from iecl_hf.training.arguments import PRESETS  # noqa: E402
 from iecl_hf.training.optim import build_optimizer, build_scheduler  # noqa: E402
@@ -46,6 +52,13 @@ def main():
         default="separate",
         help="the two views through the encoder one after the other (lightly's examples: BatchNorm statistics per "
         "view) or as one batch of 2B (ours: statistics over both): a diagnostic of the gap",
+    )
+    parser.add_argument(
+        "--views",
+        choices=["lightly", "batched"],
+        default="lightly",
+        help="lightly's SimCLRTransform per image (PIL) or our BatchedSimCLRAugmentation on the uint8 batch: a "
+        "diagnostic of the gap (is it the views or the loop?)",
     )
     args = parser.parse_args()
 
@@ -82,7 +95,19 @@ def main():
             return len(split)
 
         def __getitem__(self, index):
-            return transform(decode_image(split[index][columns.image])), 0
+            image = decode_image(split[index][columns.image])
+            return (transform(image) if args.views == "lightly" else uint8_image(image)), 0
+
+    uint8_image = uint8_transform(load_size_for(config.image_size))
+    batched_views = BatchedSimCLRAugmentation(config.image_size).to(device)
+    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (config.image_mean, config.image_std))
+
+    def two_views(batch):
+        """The two normalized views of a batch: lightly's (made in the loader) or ours (made here, batched)."""
+        if args.views == "lightly":
+            return batch[0].to(device), batch[1].to(device)
+        images = batch.to(device)
+        return tuple((batched_views(images) - mean) / std for _ in range(2))
 
     loader = DataLoader(
         Views(),
@@ -103,8 +128,8 @@ def main():
     encoder.train()
     for epoch in range(args.num_train_epochs):
         epoch_losses = []
-        for (x0, x1), _ in loader:
-            x0, x1 = x0.to(device), x1.to(device)
+        for batch, _ in loader:
+            x0, x1 = two_views(batch)
             if args.forward == "joint":
                 z0, z1 = head(encoder(torch.cat([x0, x1])).pooler_output).chunk(2)
             else:

@@ -72,6 +72,11 @@ VARIANTS = {
     "lightly_simclr_joint_forward": Variant(
         "", "simclr", ("--forward", "joint"), script="benchmarks/lightly_simclr.py"
     ),
+    # lightly's loop with our batched views instead of lightly's per-image ones: with simclr_worker_views, tells
+    # whether the gap to lightly is in the views or in the loop.
+    "lightly_simclr_batched_views": Variant(
+        "", "lightly_simclr", ("--views", "batched"), script="benchmarks/lightly_simclr.py"
+    ),
     # SimCLR's projector without its output BatchNorm (the default until 2026-11-29), and IE-CL with it.
     "simclr_plain_head": Variant(f"projection_output_batchnorm=False,{BASELINE}", "simclr"),
     "iecl_plain_head": Variant("projection_output_batchnorm=False", "simclr_plain_head"),
