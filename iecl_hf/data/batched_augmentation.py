@@ -8,6 +8,10 @@ solarize as masked selects, the jitter as batched blends and an RGB <-> HSV roun
 image), the blur as one grouped convolution.
 `tests/test_augmentation_distribution.py` checks both against torchvision's transform built from the same
 `SimCLRViewSpec`.
+
+A uint8 batch is kept on the 8-bit grid after every operation, as torchvision's uint8 kernels keep it (the crop and
+the blur round, the jitter and greyscale truncate, the hue round trip bins): the same pixels as the per-image path on
+the same parameters, within about one level. A float batch keeps exact values.
 """
 
 import math
@@ -106,16 +110,39 @@ def _per_image(mask: torch.Tensor) -> torch.Tensor:
     return mask.view(-1, 1, 1, 1)
 
 
-def grey(images: torch.Tensor) -> torch.Tensor:
-    """(B, 1, H, W) luma of RGB images."""
+# How an operation's float result is stored, as torchvision's kernels store it for uint8 images (values in [0, 1]
+# here; k / 255 is level k). `None` keeps it exact: the kernels of float images.
+def truncated(images: torch.Tensor) -> torch.Tensor:
+    """`.to(uint8)` of a non-negative result (blends, greyscale). The small offset absorbs float error on the
+    [0, 1] scale: a result within 1e-3 level under a whole level is that level."""
+    return torch.floor(images * 255 + 1e-3) / 255
+
+
+def rounded(images: torch.Tensor) -> torch.Tensor:
+    """`.round_().to(uint8)` (resize, blur)."""
+    return torch.round(images * 255) / 255
+
+
+def binned(images: torch.Tensor) -> torch.Tensor:
+    """`to_dtype(float -> uint8, scale=True)`: `x * (255 + 1 - 1e-3)`, truncated (the hue round trip)."""
+    return torch.floor(images * (256 - 1e-3)) / 255
+
+
+def _stored(images: torch.Tensor, storage) -> torch.Tensor:
+    return images if storage is None else storage(images)
+
+
+def grey(images: torch.Tensor, uint8: bool = False) -> torch.Tensor:
+    """(B, 1, H, W) luma of RGB images (truncated to a level with `uint8`, as torchvision's uint8 greyscale)."""
     r, g, b = images.unbind(dim=1)
-    return (GREY_WEIGHTS[0] * r + GREY_WEIGHTS[1] * g + GREY_WEIGHTS[2] * b).unsqueeze(1)
+    luma = (GREY_WEIGHTS[0] * r + GREY_WEIGHTS[1] * g + GREY_WEIGHTS[2] * b).unsqueeze(1)
+    return truncated(luma) if uint8 else luma
 
 
-def _blend(images, other, factor):
-    """factor * images + (1 - factor) * other, clamped to [0, 1] (torchvision's blend of float images)."""
+def _blend(images, other, factor, uint8):
+    """factor * images + (1 - factor) * other, clamped to [0, 1] (torchvision's blend; truncated with `uint8`)."""
     factor = factor.view(-1, 1, 1, 1)
-    return (factor * images + (1 - factor) * other).clamp(0, 1)
+    return _stored((factor * images + (1 - factor) * other).clamp(0, 1), truncated if uint8 else None)
 
 
 def rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
@@ -150,29 +177,29 @@ def hsv_to_rgb(images: torch.Tensor) -> torch.Tensor:
     return torch.cat([r, g, b], dim=1)
 
 
-def shift_hue(images: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+def shift_hue(images: torch.Tensor, shift: torch.Tensor, uint8: bool = False) -> torch.Tensor:
     hsv = rgb_to_hsv(images)
     hue = (hsv[:, 0] + shift.view(-1, 1, 1)).remainder(1.0)
-    return hsv_to_rgb(torch.stack([hue, hsv[:, 1], hsv[:, 2]], dim=1))
+    return _stored(hsv_to_rgb(torch.stack([hue, hsv[:, 1], hsv[:, 2]], dim=1)), binned if uint8 else None)
 
 
-def brightness(images, factor):
-    return _blend(images, torch.zeros_like(images), factor)
+def brightness(images, factor, uint8=False):
+    return _blend(images, torch.zeros_like(images), factor, uint8)
 
 
-def contrast(images, factor):
-    return _blend(images, grey(images).mean(dim=(1, 2, 3), keepdim=True), factor)
+def contrast(images, factor, uint8=False):
+    return _blend(images, grey(images, uint8).mean(dim=(1, 2, 3), keepdim=True), factor, uint8)
 
 
-def saturation(images, factor):
-    return _blend(images, grey(images), factor)
+def saturation(images, factor, uint8=False):
+    return _blend(images, grey(images, uint8), factor, uint8)
 
 
 JITTER_OPERATIONS = {BRIGHTNESS: brightness, CONTRAST: contrast, SATURATION: saturation, HUE: shift_hue}
 
 
 def colour_jitter(
-    images: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, apply: torch.Tensor
+    images: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, apply: torch.Tensor, uint8: bool = False
 ) -> torch.Tensor:
     """The four jitter operations on the images where `apply` holds, each image in its own order: at each of the 4
     positions, each operation runs once on the images whose order names it there. Every image gets each operation
@@ -183,7 +210,7 @@ def colour_jitter(
         for operation_id, operation in JITTER_OPERATIONS.items():
             chosen = (apply & (order[:, position] == operation_id)).nonzero().squeeze(1)
             if len(chosen):
-                images[chosen] = operation(images[chosen], factors[chosen, operation_id])
+                images[chosen] = operation(images[chosen], factors[chosen, operation_id], uint8)
     return images
 
 
@@ -223,21 +250,28 @@ def resized_crops(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
-def apply_view_params(images: torch.Tensor, params: ViewParams, spec: SimCLRViewSpec) -> torch.Tensor:
-    """(B, 3, H, W) float images in [0, 1] -> (B, 3, S, S) views with the given parameters."""
-    views = resized_crops(images, params.boxes, spec.image_size)
+def apply_view_params(
+    images: torch.Tensor, params: ViewParams, spec: SimCLRViewSpec, uint8: bool = False
+) -> torch.Tensor:
+    """(B, 3, H, W) float images in [0, 1] -> (B, 3, S, S) views with the given parameters. `uint8`: every
+    operation's result stored on the 8-bit grid as torchvision's uint8 kernels store it (the images are uint8 / 255);
+    solarize comes after the conversion to float, as in `torchvision_transform`."""
+    views = _stored(resized_crops(images, params.boxes, spec.image_size), rounded if uint8 else None)
     views = torch.where(_per_image(params.flip), views.flip(-1), views)
-    views = colour_jitter(views, params.factors.to(views.dtype), params.order, params.jitter)
-    views = torch.where(_per_image(params.grayscale), grey(views).expand_as(views), views)
+    views = colour_jitter(views, params.factors.to(views.dtype), params.order, params.jitter, uint8)
+    views = torch.where(_per_image(params.grayscale), grey(views, uint8).expand_as(views), views)
     if spec.blur_p > 0:
-        views = torch.where(_per_image(params.blur), gaussian_blur(views, spec.blur_kernel, params.sigma), views)
+        blurred = _stored(gaussian_blur(views, spec.blur_kernel, params.sigma), rounded if uint8 else None)
+        views = torch.where(_per_image(params.blur), blurred, views)
     if spec.solarize_p > 0:
         views = torch.where(_per_image(params.solarize) & (views >= spec.solarize_threshold), 1 - views, views)
     return views.clamp(0, 1)
 
 
 class BatchedSimCLRAugmentation(torch.nn.Module):
-    """SimCLR views of a uint8 (or [0, 1] float) batch (B, 3, H, W) on its device, from `SimCLRViewSpec.simclr`."""
+    """SimCLR views of a uint8 (or [0, 1] float) batch (B, 3, H, W) on its device, from `SimCLRViewSpec.simclr`.
+    A uint8 batch stays on the 8-bit grid after each operation, as torchvision's transform of uint8 images; a float
+    batch is computed exactly. The views are float in [0, 1] either way."""
 
     def __init__(self, image_size: int = 32, jitter_strength: float = 0.5, spec: SimCLRViewSpec | None = None):
         super().__init__()
@@ -245,10 +279,11 @@ class BatchedSimCLRAugmentation(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+        uint8 = images.dtype == torch.uint8
+        images = images.float() / 255 if uint8 else images.float()
         batch, _, height, width = images.shape
         params = sample_view_params(self.spec, batch, height, width, images.device, generator)
-        return apply_view_params(images, params, self.spec)
+        return apply_view_params(images, params, self.spec, uint8)
 
     def extra_repr(self) -> str:
         return str(self.spec)
