@@ -171,6 +171,38 @@ def test_fixed_parameters_give_torchvisions_pixels(image_size, load_size):
         torch.testing.assert_close(ours[index], expected, rtol=0, atol=2e-5, msg=f"image {index}")
 
 
+def smooth_uint8_images(n, size, generator):
+    """Photo-like uint8 images: smooth colour fields plus a little noise (pure noise makes the hue of near-grey
+    pixels flip on a one-level difference, which hides what the test measures)."""
+    coarse = torch.nn.functional.interpolate(torch.rand(n, 3, 6, 6, generator=generator), size=size, mode="bicubic")
+    noise = torch.rand(n, 3, size, size, generator=generator)
+    return (coarse.clamp(0, 1) * 200 + 40 * noise).round().clamp(0, 255).to(torch.uint8)
+
+
+@pytest.mark.parametrize("image_size, load_size", [(32, 32), (96, 110)])
+def test_uint8_images_stay_on_torchvisions_8_bit_grid(image_size, load_size):
+    """On uint8 images torchvision stores every operation's result in 8 bits (the blends truncate), so its views
+    are about 1.25 levels darker than exact float arithmetic gives. The batched path on a uint8 batch matches them:
+    no bias, and nearly every pixel within one level (the crop's uint8 kernel rounds a little differently)."""
+    spec = SimCLRViewSpec.simclr(image_size)
+    n = 48
+    generator = torch.Generator().manual_seed(4)
+    images = smooth_uint8_images(n, load_size, generator)
+    params = sample_view_params(spec, n, load_size, load_size, generator=generator)
+    expected = torch.stack([reference_view(images[i], params, i, spec) for i in range(n)]).float()
+    for uint8, matches in ((True, True), (False, False)):  # exact float arithmetic: the darkening is missing
+        levels = apply_view_params(images.float() / 255, params, spec, uint8=uint8) * 255
+        difference = levels - expected
+        close = (
+            abs(difference.mean().item()) < 0.1
+            and difference.abs().mean().item() < 0.3
+            and (difference.abs() <= 1 + 1e-3).float().mean().item() > 0.95
+        )
+        assert close == matches, (uint8, difference.mean().item(), difference.abs().mean().item())
+    views = BatchedSimCLRAugmentation(spec=spec)(images)
+    torch.testing.assert_close(views * 255, (views * 255).round(), rtol=0, atol=1e-3)  # whole levels
+
+
 def test_the_module_draws_from_the_given_generator_and_keeps_the_range():
     augmentation = BatchedSimCLRAugmentation(32)
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
