@@ -1,11 +1,12 @@
 #!/usr/bin/env python
-"""Images/s of the SimCLR view pipelines alone: per-image torchvision, our batched implementation, and kornia's
-batched augmentation (the one it replaced; skipped when kornia is not installed).
+"""Images/s of the SimCLR view pipelines alone: per-image torchvision, our batched implementation (on the 8-bit grid,
+and in exact float arithmetic as before 2026-11-29), and kornia's batched augmentation (the one it replaced; skipped
+when kornia is not installed).
 
     python benchmarks/augmentation.py                                  # CPU, 32 px, batches 64 and 256
     python benchmarks/augmentation.py --image_size 96 --device cuda
 
-All three make one view per source image from uint8 input of the loader's size (the image size below 96 px, else
+All make one view per source image from uint8 input of the loader's size (the image size below 96 px, else
 size / 0.875), with the distribution of `SimCLRViewSpec.simclr(image_size)`. Interleaved repeats, median reported.
 """
 
@@ -64,7 +65,8 @@ def main():
     ours = BatchedSimCLRAugmentation(spec=spec).to(device)
     per_image = torchvision_transform(spec)
     variants = {
-        "batched (ours)": ours,
+        "batched (ours)": ours,  # uint8 in: each operation stored in 8 bits, as torchvision
+        "batched, exact float": lambda images: ours(images.float() / 255),  # before 2026-11-29
         "kornia": kornia_augmentation(spec),
         "torchvision per image": lambda images: torch.stack([per_image(image) for image in images.cpu()]),
     }
