@@ -111,7 +111,7 @@ def _per_image(mask: torch.Tensor) -> torch.Tensor:
 
 
 # How an operation's float result is stored, as torchvision's kernels store it for uint8 images (values in [0, 1]
-# here; k / 255 is level k). `None` keeps it exact: the kernels of float images.
+# here; k / 255 is level k). `_stored` applies one of them on the 8-bit grid and keeps the exact result otherwise.
 def truncated(images: torch.Tensor) -> torch.Tensor:
     """`.to(uint8)` of a non-negative result (blends, greyscale). The small offset absorbs float error on the
     [0, 1] scale: a result within 1e-3 level under a whole level is that level."""
@@ -128,21 +128,21 @@ def binned(images: torch.Tensor) -> torch.Tensor:
     return torch.floor(images * (256 - 1e-3)) / 255
 
 
-def _stored(images: torch.Tensor, storage) -> torch.Tensor:
-    return images if storage is None else storage(images)
+def _stored(images: torch.Tensor, storage, uint8: bool) -> torch.Tensor:
+    return storage(images) if uint8 else images
 
 
 def grey(images: torch.Tensor, uint8: bool = False) -> torch.Tensor:
     """(B, 1, H, W) luma of RGB images (truncated to a level with `uint8`, as torchvision's uint8 greyscale)."""
     r, g, b = images.unbind(dim=1)
     luma = (GREY_WEIGHTS[0] * r + GREY_WEIGHTS[1] * g + GREY_WEIGHTS[2] * b).unsqueeze(1)
-    return truncated(luma) if uint8 else luma
+    return _stored(luma, truncated, uint8)
 
 
 def _blend(images, other, factor, uint8):
     """factor * images + (1 - factor) * other, clamped to [0, 1] (torchvision's blend; truncated with `uint8`)."""
     factor = factor.view(-1, 1, 1, 1)
-    return _stored((factor * images + (1 - factor) * other).clamp(0, 1), truncated if uint8 else None)
+    return _stored((factor * images + (1 - factor) * other).clamp(0, 1), truncated, uint8)
 
 
 def rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
@@ -180,7 +180,7 @@ def hsv_to_rgb(images: torch.Tensor) -> torch.Tensor:
 def shift_hue(images: torch.Tensor, shift: torch.Tensor, uint8: bool = False) -> torch.Tensor:
     hsv = rgb_to_hsv(images)
     hue = (hsv[:, 0] + shift.view(-1, 1, 1)).remainder(1.0)
-    return _stored(hsv_to_rgb(torch.stack([hue, hsv[:, 1], hsv[:, 2]], dim=1)), binned if uint8 else None)
+    return _stored(hsv_to_rgb(torch.stack([hue, hsv[:, 1], hsv[:, 2]], dim=1)), binned, uint8)
 
 
 def brightness(images, factor, uint8=False):
@@ -256,12 +256,12 @@ def apply_view_params(
     """(B, 3, H, W) float images in [0, 1] -> (B, 3, S, S) views with the given parameters. `uint8`: every
     operation's result stored on the 8-bit grid as torchvision's uint8 kernels store it (the images are uint8 / 255);
     solarize comes after the conversion to float, as in `torchvision_transform`."""
-    views = _stored(resized_crops(images, params.boxes, spec.image_size), rounded if uint8 else None)
+    views = _stored(resized_crops(images, params.boxes, spec.image_size), rounded, uint8)
     views = torch.where(_per_image(params.flip), views.flip(-1), views)
     views = colour_jitter(views, params.factors.to(views.dtype), params.order, params.jitter, uint8)
     views = torch.where(_per_image(params.grayscale), grey(views, uint8).expand_as(views), views)
     if spec.blur_p > 0:
-        blurred = _stored(gaussian_blur(views, spec.blur_kernel, params.sigma), rounded if uint8 else None)
+        blurred = _stored(gaussian_blur(views, spec.blur_kernel, params.sigma), rounded, uint8)
         views = torch.where(_per_image(params.blur), blurred, views)
     if spec.solarize_p > 0:
         views = torch.where(_per_image(params.solarize) & (views >= spec.solarize_threshold), 1 - views, views)
