@@ -10,7 +10,8 @@ import torch
 from helpers import TINY_ARGS, read_json, run_pretrain_in_process
 from safetensors.torch import load_file
 
-from iecl_hf import IECLForPreTraining, IECLModel
+from iecl_hf import IECLConfig, IECLForPreTraining, IECLModel
+from iecl_hf.training.starting_point import pretraining_config
 
 # TINY_ARGS without the architecture: with --model_name_or_path it comes from the checkpoint.
 RUN_ARGS = [a for a in TINY_ARGS if a not in ("--backbone_kwargs", '{"channels": [8, 16, 32, 64]}')] + [
@@ -226,3 +227,22 @@ def test_flags_that_change_the_encoder_or_a_preset_are_refused(finished_output, 
                 tmp_path / "out",
             ]
         )
+
+
+def test_a_framework_flag_gives_the_new_frameworks_defaults_and_keeps_chosen_values(tmp_path):
+    """A MoCo checkpoint saves MoCo's resolved defaults (lambda_entropy 0.1, no output BN); continued with
+    --framework simclr they must become SimCLR's, while a value the user chose (a baseline's 0) and a flag stay."""
+    moco = tmp_path / "moco"
+    IECLConfig(framework="moco").save_pretrained(moco)
+    config = pretraining_config({"framework": "simclr"}, str(moco))
+    simclr = IECLConfig(framework="simclr")
+    assert (config.lambda_entropy, config.projection_output_batchnorm) == (
+        simclr.lambda_entropy,
+        simclr.projection_output_batchnorm,
+    )
+    assert pretraining_config({}, str(moco)).lambda_entropy == 0.1  # the same framework: the saved values
+
+    baseline = tmp_path / "moco-baseline"
+    IECLConfig(framework="moco", lambda_entropy=0).save_pretrained(baseline)
+    config = pretraining_config({"framework": "byol", "projection_output_batchnorm": True}, str(baseline))
+    assert (config.framework, config.lambda_entropy, config.projection_output_batchnorm) == ("byol", 0, True)

@@ -7,9 +7,11 @@ and the MoCo/BYOL momentum branch starts as a copy of the loaded encoder (`IECLF
 
 from transformers.utils import logging as transformers_logging
 
-from ..configuration_iecl import IECLConfig
+from ..configuration_iecl import FRAMEWORK_DEFAULTS, IECLConfig
 from ..hub.checkpoints import fetch_config_dict
 from ..modeling_iecl import IECLForPreTraining
+
+logger = transformers_logging.get_logger(__name__)
 
 # Saved by transformers beside the fields; they describe the file, not the model to build.
 _FILE_KEYS = ("transformers_version", "architectures", "auto_map")
@@ -21,7 +23,27 @@ def pretraining_config(model_values: dict, model_name_or_path: str | None = None
     if not model_name_or_path:
         return IECLConfig(**model_values)
     saved = {k: v for k, v in fetch_config_dict(model_name_or_path, **hub_kwargs).items() if k not in _FILE_KEYS}
-    return IECLConfig.from_dict({**saved, **model_values})
+    return IECLConfig.from_dict({**saved, **_framework_defaults_to_resolve(saved, model_values), **model_values})
+
+
+def _framework_defaults_to_resolve(saved: dict, model_values: dict) -> dict:
+    """A flag that changes the framework (e.g. a MoCo checkpoint continued as SimCLR): the saved fields that hold the
+    old framework's default (`FRAMEWORK_DEFAULTS`) are unset, so they resolve to the new framework's value. A saved
+    value that is not the old default was chosen, and is kept; a flag still wins over both."""
+    old, new = saved.get("framework", "simclr"), model_values.get("framework")
+    if new is None or new == old or old not in FRAMEWORK_DEFAULTS:
+        return {}
+    unset = {
+        name: None
+        for name, default in FRAMEWORK_DEFAULTS[old].items()
+        if name not in model_values and saved.get(name, default) == default
+    }
+    if unset:
+        logger.warning(
+            f"--framework {new} on a {old} checkpoint: {', '.join(unset)} take {new}'s defaults instead of the saved "
+            f"{old} ones (set them as flags to choose)."
+        )
+    return unset
 
 
 def _top_level(keys) -> list[str]:
