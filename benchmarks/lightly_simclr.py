@@ -23,10 +23,22 @@ from iecl_hf.data import (  # noqa: E402
     load_image_dataset,
     load_size_for,
 )
-from iecl_hf.data.augmentations import blur_kernel, uint8_transform  # noqa: E402
+from iecl_hf.data.augmentations import blur_kernel, crop_scale, uint8_transform  # noqa: E402
 from iecl_hf.frameworks_iecl import ProjectionHead  # noqa: E402
 from iecl_hf.training.arguments import PRESETS  # noqa: E402
 from iecl_hf.training.optim import build_optimizer, build_scheduler  # noqa: E402
+
+
+def lightly_view_kwargs(image_size: int, normalize: dict | None = None) -> dict:
+    """lightly's SimCLR view parameters set to our recipe's (`SimCLRViewSpec.simclr`): its crop scale, jitter
+    strength 0.5, blur only where ours has one; `normalize` ({"mean", "std"}) or None for views in [0, 1]."""
+    return {
+        "input_size": image_size,
+        "cj_strength": 0.5,
+        "min_scale": crop_scale(image_size)[0],
+        "gaussian_blur": 0.0 if blur_kernel(image_size) is None else 0.5,
+        "normalize": normalize,
+    }
 
 
 def main():
@@ -80,14 +92,8 @@ def main():
     if args.max_train_samples:
         split = split.select(range(min(args.max_train_samples, len(split))))
     columns = detect_columns(split.features)
-    # Same recipe as ours: crop scale (0.2, 1) below 96 px, jitter strength 0.5, no blur at 32 px,
-    # ImageNet normalization.
     transform = SimCLRTransform(
-        input_size=config.image_size,
-        cj_strength=0.5,
-        min_scale=0.2,
-        gaussian_blur=0.0 if blur_kernel(config.image_size) is None else 0.5,
-        normalize={"mean": config.image_mean, "std": config.image_std},
+        **lightly_view_kwargs(config.image_size, {"mean": config.image_mean, "std": config.image_std})
     )
 
     class Views(torch.utils.data.Dataset):

@@ -41,6 +41,8 @@ BASELINE = ",".join(f"{name}={value}" for name, value in BASELINE_OVERRIDES.item
 
 
 RECIPE = "recipes/pretrain.py"
+# Programs that take the recipe's flags (the recipe with one part replaced, for a diagnostic).
+RECIPE_LIKE = (RECIPE, "benchmarks/recipe_lightly_views.py")
 
 
 class Variant(NamedTuple):
@@ -83,6 +85,11 @@ VARIANTS = {
     # Our SimCLR with torchvision's per-image views in the loader workers instead of the batched ones: are the views'
     # pixels (lightly's path is per image too) the rest of the gap to lightly? Same initial weights, other view draws.
     "simclr_worker_views": Variant(BASELINE, "simclr", ("--augmentation", "workers")),
+    # Our SimCLR with lightly's per-image views (PIL operations) in the loader workers: against simclr_worker_views
+    # only the views' arithmetic differs (torchvision v2 on uint8 tensors there), against lightly_simclr the loop.
+    "simclr_lightly_views": Variant(
+        BASELINE, "simclr_worker_views", ("--augmentation", "workers"), script="benchmarks/recipe_lightly_views.py"
+    ),
     # BatchNorm statistics per view (lightly's loop) instead of over both views: the rest of the gap to lightly.
     "simclr_per_view_bn": Variant(f"batchnorm_per_view=True,{BASELINE}", "simclr"),
     "iecl_per_view_bn": Variant("batchnorm_per_view=True", "simclr_per_view_bn"),
@@ -125,7 +132,7 @@ def pretrain_command(args, variant, seed, pretrain_dir):
         "--max_train_samples": args.max_train_samples,
     }
     recipe_only = []
-    if spec.script == RECIPE:
+    if spec.script in RECIPE_LIKE:
         flags.update({"--knn_every_epochs": 0, "--logging_steps": 20})
         flags["--model_config_overrides"] = model_overrides(args, variant)
         recipe_only = ["--overwrite_output_dir"]

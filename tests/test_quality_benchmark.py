@@ -97,3 +97,11 @@ def test_compare_pairs_a_sweep_point_with_the_reference_by_seed(quality):
     # seeds 0 and 1 only (the reference has no seed 2): linear +1 and +3, mean +2; kNN +0.5 on both, CI of width 0
     assert rows[0].startswith("| iecl | 0,1 | +2.00 (") and "per seed +1.00, +3.00" in rows[0]
     assert "+0.50 (+0.50 .. +0.50)" in rows[0]
+
+
+def test_lightly_views_variant_is_the_recipe_with_its_flags_and_per_image_views(quality):
+    command = quality.pretrain_command(benchmark_args(), "simclr_lightly_views", 1, "out")
+    reference = quality.pretrain_command(benchmark_args(), "simclr_worker_views", 1, "out")
+    assert command[1] == "benchmarks/recipe_lightly_views.py" and reference[1] == quality.RECIPE
+    assert command[2:] == reference[2:]  # the same flags: only the program (its views) differs
+    assert command[-2:] == ["--augmentation", "workers"]
