@@ -132,6 +132,20 @@ def run_pretrain_subprocess(args, *, launcher=None, script=None, timeout=300, **
     )
 
 
+def block_network(monkeypatch) -> list:
+    """Every connection attempt (socket connect, DNS lookup) fails and is recorded in the returned list. The code
+    under test may catch the error, so a test asserts the list is empty: it never tried."""
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args[1:2] or args[:1])
+        raise OSError("the test tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    return attempts
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -3,7 +3,15 @@
 import datasets
 import pytest
 import torch
-from helpers import awkward_images, corrupt_images, encode, random_rgb, write_image_folder, write_parquet_dataset
+from helpers import (
+    awkward_images,
+    block_network,
+    corrupt_images,
+    encode,
+    random_rgb,
+    write_image_folder,
+    write_parquet_dataset,
+)
 from PIL import Image
 
 from iecl_hf.data import (
@@ -174,15 +182,14 @@ def test_unreadable_local_data_is_a_clear_error(tmp_path):
 
 
 def test_unknown_hub_id_offline_says_how_to_pass_local_data(monkeypatch):
-    import socket
+    import datasets
 
-    def no_network(*args, **kwargs):
-        raise AssertionError("the test tried to reach the network")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket, "getaddrinfo", no_network)
-    with pytest.raises(ValueError, match="pass local data instead.*--dataset_name path/to/folder"):
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    attempts = block_network(monkeypatch)
+    with pytest.raises(ValueError, match="pass local data instead.*--dataset_name path/to/folder") as error:
         load_image_dataset("nobody-here/no-such-dataset")
+    assert attempts == []  # refused by offline mode, not by a failed connection
+    assert "offline" in str(error.value).lower()
 
 
 # ------------------------------------------------------------------------------------------------ run state

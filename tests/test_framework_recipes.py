@@ -164,7 +164,7 @@ def test_framework_output_loads_as_the_encoder(framework, tmp_path):
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
 
 
-def test_channels_last_trains_the_same_model(tmp_path):
+def test_channels_last_trains_the_same_model(tmp_path, monkeypatch):
     """--channels_last is a speed option only: same seed, one step, the same weights up to float rounding (the
     convolutions take other kernels; over many steps the rounding differences grow like any two float orders).
     On random colour images: the upscaled digits have exactly constant backgrounds, whose equal activations
@@ -181,8 +181,20 @@ def test_channels_last_trains_the_same_model(tmp_path):
         "--knn_every_epochs",
         0,
     ]
+    layouts = []  # at each forward: (views, first conv weight) in channels_last?
+    original = IECLForPreTraining.forward
+
+    def recording(model, pixel_values, *rest, **kwargs):
+        weight = next(m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1))
+        layouts.append(tuple(t.is_contiguous(memory_format=torch.channels_last) for t in (pixel_values, weight)))
+        return original(model, pixel_values, *rest, **kwargs)
+
+    monkeypatch.setattr(IECLForPreTraining, "forward", recording)
     assert run_pretrain_in_process([*args, "--output_dir", tmp_path / "contiguous"]) == 0
+    assert layouts and set(layouts) == {(False, False)}
+    layouts.clear()
     assert run_pretrain_in_process([*args, "--output_dir", tmp_path / "channels_last", "--channels_last"]) == 0
+    assert layouts and set(layouts) == {(True, True)}  # the option reached the model and the views
     difference = max_abs_difference(
         tmp_path / "contiguous" / "model.safetensors", tmp_path / "channels_last" / "model.safetensors"
     )

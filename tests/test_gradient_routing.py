@@ -194,14 +194,28 @@ def test_power_iteration_finds_the_spectral_norm():
 
 
 def test_spectral_penalty_bounds_the_layers():
-    # A few hundred steps on the penalty alone bring every layer's spectral norm down to about 1.
+    """Gradient steps on the penalty alone bring every layer's spectral norm (exact SVD of the (out, in*k*k) weight,
+    not only the power-iteration estimate, which is a lower bound) from up to ~4 down to about 1. The step is kept
+    small: at lr 1.0 the quadratic penalty overshoots and the norms diverge while the one-iteration estimate loses
+    them (measured); in pretraining the weights move slowly and the estimate tracks the exact norm (to 0.3%)."""
+    from iecl_hf.spectral_iecl import spectral_layers
+
     model = build_model()
     backbone = model.iecl.backbone
-    optimizer = torch.optim.SGD(backbone.parameters(), lr=1.0)
+
+    def exact_norms():
+        return torch.stack(
+            [torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2) for _, m in spectral_layers(backbone)]
+        )
+
+    before = exact_norms()
+    optimizer = torch.optim.SGD(backbone.parameters(), lr=0.1)
     first, _ = model.spectral_penalty(backbone)
-    for _ in range(300):
+    for _ in range(1000):
         penalty, largest = model.spectral_penalty(backbone)
         optimizer.zero_grad()
         (100 * penalty).backward()
         optimizer.step()
-    assert first > 0.05 and largest.item() < 1.1
+    after = exact_norms()
+    assert first > 0.05 and before.max() > 3
+    assert after.max() < 1.1 and largest <= after.max() + 1e-4

@@ -60,10 +60,15 @@ def test_scale_invariant_inputs():
     torch.testing.assert_close(nt_xent_loss(z1, z2, 0.2), nt_xent_loss(3 * z1, 0.5 * z2, 0.2))
 
 
-def test_single_process_gather_is_identity():
+def test_without_a_process_group_the_gathering_loss_is_the_local_one():
+    """A single process (no torch.distributed group, the CPU default): the gathering path neither fails nor
+    duplicates rows; both paths give the reference loss."""
+    assert not torch.distributed.is_initialized()
     torch.manual_seed(2)
     z1, z2 = torch.randn(4, 6), torch.randn(4, 6)
-    torch.testing.assert_close(nt_xent_loss(z1, z2, 0.2), nt_xent_loss(z1, z2, 0.2, gather_distributed=False))
+    expected = nt_xent_reference(z1, z2, 0.2).float()
+    torch.testing.assert_close(nt_xent_loss(z1, z2, 0.2), expected)
+    torch.testing.assert_close(nt_xent_loss(z1, z2, 0.2, gather_distributed=False), expected)
 
 
 @pytest.mark.parametrize("this_rank", [0, 1, 2])

@@ -19,6 +19,7 @@ import pytest
 from helpers import (
     REPO,
     TINY_ARGS,
+    block_network,
     encode,
     max_abs_difference,
     push_module,
@@ -534,25 +535,22 @@ def test_push_script_refuses_a_folder_that_is_not_a_finished_output(tmp_path, ca
     (tmp_path / "half" / "config.json").write_text(json.dumps({"model_type": "iecl"}))
     with mock.patch.object(HfApi, "create_repo", autospec=True) as create_repo:
         assert push_module().main(["--output_dir", str(tmp_path / "half"), "--hub_model_id", "user/x"]) == 2
+        assert "not a finished pretraining output" in capsys.readouterr().err
         assert push_module().main(["--output_dir", str(tmp_path / "nowhere"), "--hub_model_id", "user/x"]) == 2
+        assert "is not a folder" in capsys.readouterr().err
     create_repo.assert_not_called()
-    assert "not a finished pretraining output" in capsys.readouterr().err
 
 
 def test_push_with_the_hub_offline_fails_cleanly(tmp_path, monkeypatch, capsys):
     """A real HfApi call (no patch) with HF_HUB_OFFLINE=1: refused locally, reported, nothing sent."""
-    import socket
-
     import huggingface_hub.constants
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("the test tried to reach the network")
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    attempts = block_network(monkeypatch)
     folder = finished_output(tmp_path / "out")
     code = push_module().main(["--output_dir", str(folder), "--hub_model_id", "user/x"])
     assert code == 1
-    assert "python recipes/push.py --output_dir" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert attempts == []  # refused by offline mode, not by a failed connection
+    assert "OfflineModeIsEnabled" in err and "python recipes/push.py --output_dir" in err

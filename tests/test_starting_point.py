@@ -3,11 +3,10 @@ id (the download patched: no network), with the checkpoint's config and the comm
 
 import json
 import shutil
-import socket
 
 import pytest
 import torch
-from helpers import TINY_ARGS, read_json, run_pretrain_in_process
+from helpers import TINY_ARGS, block_network, read_json, run_pretrain_in_process
 from safetensors.torch import load_file
 
 from iecl_hf import IECLConfig, IECLForPreTraining, IECLModel
@@ -133,12 +132,8 @@ def test_a_hub_id_is_downloaded_and_continued(finished_output, tmp_path, monkeyp
         shutil.copy(source, target)
         return str(target)
 
-    def no_network(*args, **kwargs):
-        raise AssertionError("the test tried to reach the network")
-
     monkeypatch.setattr(transformers.utils.hub, "hf_hub_download", fake_hf_hub_download)
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    attempts = block_network(monkeypatch)
     first = FirstForward(monkeypatch)
     out = tmp_path / "from-hub"
     assert (
@@ -158,6 +153,7 @@ def test_a_hub_id_is_downloaded_and_continued(finished_output, tmp_path, monkeyp
         == 0
     )
     assert {filename for _, filename, _ in requests} >= {"config.json", "model.safetensors"}
+    assert attempts == []
     for name, tensor in load_file(str(finished_output / "model.safetensors")).items():
         torch.testing.assert_close(first.state[name], tensor, rtol=0, atol=0, msg=name)
     card = (out / "README.md").read_text()

@@ -25,9 +25,22 @@ def test_streamed_shards_are_disjoint_and_cover_the_split():
     assert flat(parts[0]) | flat(parts[1]) == flat(whole)
 
 
-def test_the_recipe_trains_on_a_streamed_dataset(tmp_path):
+def test_the_recipe_trains_on_a_streamed_dataset(tmp_path, monkeypatch):
+    import datasets
+
+    import iecl_hf.training.pretraining as pretraining
+
+    loaded = []  # what the training loader reads: a streamed (iterable) split, not a decoded array
+    original = pretraining.training_loader
+
+    def recording(dataset, *args, **kwargs):
+        loaded.append(dataset)
+        return original(dataset, *args, **kwargs)
+
+    monkeypatch.setattr(pretraining, "training_loader", recording)
     out = tmp_path / "out"
     assert run_pretrain_in_process([*TINY_ARGS, "--streaming", "--max_train_steps", 3, "--output_dir", out]) == 0
+    assert len(loaded) == 1 and isinstance(loaded[0], datasets.IterableDataset)
     results = read_json(out / "train_results.json")
     assert results["step"] == 3 and results["images_seen"] == 3 * 8
     assert (out / "model.safetensors").exists() and (out / "views.png").exists()
