@@ -23,6 +23,16 @@ def spectral_layers(backbone: nn.Module):
     return [(name, module) for name, module in backbone.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
 
 
+@torch.no_grad()
+def exact_spectral_norms(backbone: nn.Module) -> torch.Tensor:
+    """Each layer's spectral norm by SVD of its (out, in * k * k) weight: what the penalty's one-iteration estimate
+    approximates from below. Reported at the end of pretraining as a check of that monitor (and of the baseline's
+    norms, which have no penalty)."""
+    return torch.stack(
+        [torch.linalg.matrix_norm(m.weight.detach().float().flatten(1), ord=2) for _, m in spectral_layers(backbone)]
+    )
+
+
 class EncoderSpectralPenalty(nn.Module):
     def __init__(self, backbone: nn.Module):
         super().__init__()

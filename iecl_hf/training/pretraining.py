@@ -31,6 +31,7 @@ from ..data.training_data import training_examples, training_loader
 from ..hub.model_card import render_pretraining_card
 from ..hub.upload import push_release
 from ..image_processing import build_image_processor
+from ..spectral_iecl import exact_spectral_norms
 from .callbacks import CheckpointCallback, LoggingCallback, OnlineKnnCallback, is_logging_step
 from .checkpointing import (
     check_free_space,
@@ -480,6 +481,7 @@ def export(
     save_training_curves(state.history, os.path.join(output_dir, "training_curves.png"))
     last = next((r for r in reversed(state.history) if "loss" in r), {})
     figures = {name: round(last[name], 4) for name in LOGGED_TERMS if name in last}
+    figures["spectral_norm_max_exact"] = round(exact_spectral_norms(unwrapped.iecl.backbone).max().item(), 4)
     if final_knn is not None:
         figures["online kNN top-1 (%)"] = round(100 * final_knn, 2)
     figures["skipped images"] = skipped
