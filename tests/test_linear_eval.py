@@ -341,10 +341,10 @@ def test_augment_mode_trains_on_crops_through_the_frozen_encoder(
     assert encoded and not any(training for training, _ in encoded)  # crops through the encoder, in eval mode
     assert sum(n for _, n in encoded) == 400  # one epoch over the --max_train_samples of SMALL_RUN
     assert results["figures"]["knn_k20_top1"] == evaluation[1]["figures"]["knn_k20_top1"]  # kNN: the cached features
-    saved = IECLForImageClassification.from_pretrained(out).iecl.state_dict()
+    classifier = IECLForImageClassification.from_pretrained(out).eval()
+    saved = classifier.iecl.state_dict()
     for name, tensor in IECLModel.from_pretrained(checkpoint).state_dict().items():  # the encoder stayed frozen
         torch.testing.assert_close(saved[name], tensor, rtol=0, atol=0, msg=name)
-    classifier = IECLForImageClassification.from_pretrained(out).eval()
     test = cached(out, "test")
     with torch.no_grad():
         accuracy = (classifier.classifier(test["features"]).argmax(1) == test["labels"]).float().mean().item()

@@ -46,14 +46,14 @@ def test_fresh_machine_commands_match_ci():
 @pytest.mark.parametrize("command", [c for c in shell_commands() if "recipes/pretrain.py" in c and "--" in c])
 def test_pretrain_examples_parse(command):
     """The README's pretraining commands use only arguments the recipe knows (they need data or a GPU to run)."""
-    from iecl_hf import IECLConfig
     from iecl_hf.training.arguments import parse_args, validate_train_args
+    from iecl_hf.training.starting_point import pretraining_config
 
     argv = shlex.split(command.split("recipes/pretrain.py", 1)[1])
     data_args, train_args, model_values = parse_args(argv)
     validate_train_args(data_args, train_args)  # the recipe's own checks, before any data is read
     if not train_args.model_name_or_path:  # else the config comes from the checkpoint, on top of its saved one
-        IECLConfig(**{name: value for name, value in model_values.items() if name != "_preset"})
+        pretraining_config(model_values)  # the config the recipe builds from the preset and flags
 
 
 @pytest.mark.parametrize("command", [c for c in shell_commands() if "recipes/linear_eval.py" in c])
