@@ -8,8 +8,9 @@
 #
 # What it measures (benchmarks/throughput.py, CIFAR ResNet-18, batches 64 and 256): the floor, the input pipeline,
 # our SimCLR baseline, IE-CL and lightly's SimCLR, (1) in float32, (2) with bf16 + channels_last, (3) with
-# bf16 + channels_last + torch.compile of the encoder. Each run is capped so one slow part cannot take the rest;
-# the outputs land in $OUT (the device tool brings them back) or outputs/device here.
+# bf16 + channels_last + torch.compile of the encoder; in float32 also the phases of each step (--breakdown). Each
+# run is capped so one slow part cannot take the rest; the outputs land in $OUT (the device tool brings them back)
+# or outputs/device here.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,7 +62,7 @@ measure() {  # name, then extra flags
     echo "exit $? (124: stopped at ${LIMIT}s)" | tee -a "$OUT/throughput_$name.txt"
 }
 
-measure fp32
+measure fp32 --breakdown  # + the phases of each step (loading, augmentation, forward, backward, optimizer)
 measure bf16_channels_last --mixed_precision bf16 --channels_last
 if [ -z "${QUICK:-}" ]; then  # compiling on the CPU takes minutes: the device run only
     measure bf16_channels_last_compile --mixed_precision bf16 --channels_last --torch_compile \

@@ -15,7 +15,9 @@ Variants, timed in interleaved repeats within one run (median reported), same ba
              as in the recipe;
 - lightly:   lightly's NTXentLoss + SimCLRProjectionHead + SimCLRTransform, in the loop style of lightly's examples
              (needs `pip install -e ".[bench]"`).
-Images/s counts source images per second (each gives two views).
+Images/s counts source images per second (each gives two views). `--breakdown` also times the phases of the floor's
+and the baseline's step (loading, augmentation, forward, backward, optimizer; medians over every timed step), which
+names where the baseline's extra time goes.
 """
 
 import argparse
@@ -25,6 +27,7 @@ import resource
 import statistics
 import sys
 import time
+from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +91,33 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+class PhaseTimes:
+    """Seconds per phase of a step: `mark(name)` closes the phase that began at the previous mark (or `start`)."""
+
+    def __init__(self, device):
+        self.device, self.seconds, self.last = device, defaultdict(list), None
+
+    def start(self):
+        sync(self.device)
+        self.last = time.perf_counter()
+
+    def mark(self, name):
+        sync(self.device)
+        now = time.perf_counter()
+        self.seconds[name].append(now - self.last)
+        self.last = now
+
+    def medians_ms(self):
+        return {name: statistics.median(values) * 1000 for name, values in self.seconds.items()}
+
+
+PHASES = ("loading", "augmentation", "forward", "backward", "optimizer")
+
+
+def no_phases(name):
+    pass
+
+
 class Floor:
     """Plain PyTorch: backbone + projector + NT-Xent + SGD on pre-made tensors."""
 
@@ -103,7 +133,7 @@ class Floor:
         )
         self.batch_size, self.tau = batch_size, config.tau
 
-    def step(self):
+    def step(self, mark=no_phases):
         with self.options.autocast(self.device):
             z = F.normalize(self.projector(self.backbone(self.views)).float(), dim=1)
         logits = z @ z.t() / self.tau
@@ -111,9 +141,12 @@ class Floor:
         n = self.batch_size
         targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(self.device)
         loss = F.cross_entropy(logits, targets)
+        mark("forward")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        mark("backward")
         self.optimizer.step()
+        mark("optimizer")
         return self.batch_size
 
 
@@ -141,19 +174,24 @@ class Recipe:
                 if o
             ]
 
-    def step(self):
+    def step(self, mark=no_phases):
         images = next(self.batches)["images"].to(self.device, non_blocking=True)
+        mark("loading")
         view_1, view_2 = self.augmentation(images), self.augmentation(images)
+        mark("augmentation")
         if self.model is not None:
             self.steps += 1
             logging_step = self.steps % LOGGING_STEPS == 0
             view_1, view_2 = self.options.views(view_1, view_2)
             with self.options.autocast(self.device):
                 output = self.model(pixel_values=view_1, pixel_values_2=view_2, output_saib_logdet=logging_step)
+            mark("forward")
             output.loss.backward()
+            mark("backward")
             for optimizer in self.optimizers:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+            mark("optimizer")
         return len(images)
 
 
@@ -196,15 +234,38 @@ class Lightly:
         )
         self.device = device
 
-    def step(self):
+    def step(self, mark=no_phases):
         (x0, x1), _ = next(self.batches)
         x0, x1 = x0.to(self.device), x1.to(self.device)
+        mark("loading")  # its views are made in the loader: waiting for them is loading
         z0, z1 = self.head(self.backbone(x0)), self.head(self.backbone(x1))
         loss = self.criterion(z0, z1)
+        mark("forward")
         loss.backward()
+        mark("backward")
         self.optimizer.step()
         self.optimizer.zero_grad()
+        mark("optimizer")
         return len(x0)
+
+
+def breakdown(runners, repeats, steps, device):
+    """Per-phase medians (ms) of each model variant's step, in interleaved repeats, as a markdown table."""
+    timed = {name: PhaseTimes(device) for name in runners if name != "pipeline"}
+    for _, name in itertools.product(range(repeats), list(timed)):
+        for _ in range(steps):
+            timed[name].start()
+            runners[name].step(timed[name].mark)
+    medians = {name: times.medians_ms() for name, times in timed.items()}
+    lines = [
+        f"phases of a step (ms, median of {repeats * steps} steps; the floor has no loading or augmentation)",
+        f"| variant | step | {' | '.join(PHASES)} |",
+        f"|---|---|{'---|' * len(PHASES)}",
+    ]
+    for name, values in medians.items():
+        cells = " | ".join(f"{values[p]:.1f}" if p in values else "-" for p in PHASES)
+        lines.append(f"| {name} | {sum(values.values()):.1f} | {cells} |")
+    return "\n".join(lines)
 
 
 def main():
@@ -220,6 +281,11 @@ def main():
     parser.add_argument("--mixed_precision", choices=["no", "bf16"], default="no", help="the recipe's speed options")
     parser.add_argument("--channels_last", action="store_true")
     parser.add_argument("--torch_compile", action="store_true", help="floor, baseline and iecl: the encoder compiled")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="then time the phases of each model variant's step (separate repeats: the marks synchronize the device)",
+    )
     args = parser.parse_args()
     options = SpeedOptions(args.mixed_precision, args.channels_last, args.torch_compile)
     device = torch.device(args.device)
@@ -278,6 +344,8 @@ def main():
             f"{step_ratio:.2f}), "
             f"pipeline/baseline {ratio('pipeline', 'baseline')}"
         )
+        if args.breakdown:
+            print(breakdown(runners, args.repeats, args.steps, device))
     print(f"\nprocess peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
