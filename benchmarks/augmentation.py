@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Images/s of the SimCLR view pipelines alone: per-image torchvision, our batched implementation (on the 8-bit grid,
-and in exact float arithmetic as before 2026-11-29), and kornia's batched augmentation (the one it replaced; skipped
-when kornia is not installed).
+with the colour jitter's other execution, and in exact float arithmetic as before 2026-11-29), and kornia's batched
+augmentation (the one it replaced; skipped when kornia is not installed).
 
     python benchmarks/augmentation.py                                  # CPU, 32 px, batches 64 and 256
     python benchmarks/augmentation.py --image_size 96 --device cuda
@@ -63,9 +63,12 @@ def main():
     spec = SimCLRViewSpec.simclr(args.image_size)
     load = load_size_for(args.image_size)
     ours = BatchedSimCLRAugmentation(spec=spec).to(device)
+    masked = device.type != "cpu"  # the default execution of the colour jitter here; the other one is timed too
+    other = BatchedSimCLRAugmentation(spec=spec, masked_jitter=not masked).to(device)
     per_image = torchvision_transform(spec)
     variants = {
         "batched (ours)": ours,  # uint8 in: each operation stored in 8 bits, as torchvision
+        f"batched, {'indexed' if masked else 'masked'} jitter": other,  # the same views, the other execution
         "batched, exact float": lambda images: ours(images.float() / 255),  # before 2026-11-29
         "kornia": kornia_augmentation(spec),
         "torchvision per image": lambda images: torch.stack([per_image(image) for image in images.cpu()]),

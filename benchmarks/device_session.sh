@@ -8,7 +8,8 @@
 #
 # What it measures (benchmarks/throughput.py, CIFAR ResNet-18, batches 64 and 256): the floor, the input pipeline,
 # our SimCLR baseline, IE-CL and lightly's SimCLR, (1) in float32, (2) with bf16 + channels_last, (3) with
-# bf16 + channels_last + torch.compile of the encoder; in float32 also the phases of each step (--breakdown). Each
+# bf16 + channels_last + torch.compile of the encoder; in float32 also the phases of each step (--breakdown); and
+# the view pipelines alone (benchmarks/augmentation.py: the colour jitter masked and indexed). Each
 # run is capped so one slow part cannot take the rest; the outputs land in $OUT (the device tool brings them back)
 # or outputs/device here.
 set -u -o pipefail
@@ -32,6 +33,7 @@ fi
 OUT="${OUT:-outputs/device}"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # iecl_hf from this checkout (benchmarks/ import it)
 if [ -d .whl ] && ! python3 -c "import datasets, lightly" 2>/dev/null; then  # the device: carried wheels
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         && export PYTHONPATH="/tmp/site:$PWD" || exit 1
@@ -61,6 +63,10 @@ measure() {  # name, then extra flags
     timeout "$LIMIT" python3 benchmarks/throughput.py "${COMMON[@]}" "$@" 2>&1 | tee -a "$OUT/throughput_$name.txt"
     echo "exit $? (124: stopped at ${LIMIT}s)" | tee -a "$OUT/throughput_$name.txt"
 }
+
+# The view pipelines alone: ours (masked jitter on the GPU), its indexed execution, kornia if present, torchvision.
+if [ -n "${QUICK:-}" ]; then VIEWS=(--batch_sizes 16 --repeats 1 --seconds 0.2); else VIEWS=(--seconds 1); fi
+timeout "$LIMIT" python3 benchmarks/augmentation.py "${VIEWS[@]}" 2>&1 | tee "$OUT/augmentation.txt"
 
 measure fp32 --breakdown  # + the phases of each step (loading, augmentation, forward, backward, optimizer)
 measure bf16_channels_last --mixed_precision bf16 --channels_last

@@ -203,6 +203,38 @@ def test_uint8_images_stay_on_torchvisions_8_bit_grid(image_size, load_size):
     torch.testing.assert_close(views * 255, (views * 255).round(), rtol=0, atol=1e-3)  # whole levels
 
 
+@pytest.mark.parametrize("image_size, load_size", [(32, 32), (96, 110)])
+@pytest.mark.parametrize("uint8", [True, False])
+def test_the_masked_jitter_gives_the_indexed_views(image_size, load_size, uint8):
+    """The two executions of the colour jitter (indexed on the CPU, masked on a GPU) make the same views."""
+    spec = SimCLRViewSpec.simclr(image_size)
+    generator = torch.Generator().manual_seed(7)
+    images = smooth_uint8_images(32, load_size, generator).float() / 255
+    params = sample_view_params(spec, 32, load_size, load_size, generator=generator)
+    assert 0 < int(params.jitter.sum()) < 32
+    indexed = apply_view_params(images, params, spec, uint8=uint8, masked=False)
+    masked = apply_view_params(images, params, spec, uint8=uint8, masked=True)
+    torch.testing.assert_close(masked, indexed, rtol=0, atol=1e-6)
+
+
+def test_the_masked_views_never_wait_for_the_device():
+    """Sampling and the masked views trace as one graph with static shapes (torch.compile, fullgraph): nothing reads
+    a value back to the host, which on a GPU would stall the queue. The indexed jitter cannot be traced so."""
+    spec = SimCLRViewSpec.simclr(96)
+    images = torch.rand(4, 3, 110, 110)
+
+    def views(masked):
+        def make(images):
+            params = sample_view_params(spec, 4, 110, 110, images.device)
+            return apply_view_params(images, params, spec, uint8=True, masked=masked)
+
+        return torch.compile(make, backend="eager", fullgraph=True)
+
+    assert views(masked=True)(images).shape == (4, 3, 96, 96)
+    with pytest.raises(Exception, match="data-dependent"):
+        views(masked=False)(images)
+
+
 def test_the_module_draws_from_the_given_generator_and_keeps_the_range():
     augmentation = BatchedSimCLRAugmentation(32)
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
