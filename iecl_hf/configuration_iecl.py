@@ -91,7 +91,13 @@ class IECLConfig(PretrainedConfig):
             Framework that provides the base loss: `"simclr"` (NT-Xent), `"moco"` (MoCo v2, symmetrized: momentum
             encoder + queue of negatives) or `"byol"` (momentum target + predictor, no negatives).
         moco_queue_size (`int`, *optional*, defaults to 4096):
-            MoCo: number of negatives in the queue.
+            MoCo: number of negatives in the queue; each step enqueues the keys of both views.
+        moco_batchnorm_groups (`int`, *optional*, defaults to 1):
+            MoCo: Shuffle BN on one device. Each process's 2B rows go through the encoder and the heads as this
+            many BatchNorm groups, the key branch's rows shuffled first (the reference CIFAR demo's
+            SplitBatchNorm), so that a query and its positive key are normalized over different sets of images and
+            cannot match through the batch statistics. 1: the 2B rows as one batch. A batch too small for
+            groups of 2 rows uses fewer.
         momentum_base (`float`, *optional*, defaults to 0.99):
             MoCo: the constant momentum of the key encoder; BYOL: the start of the cosine schedule to 1.
         predictor_hidden_dim (`int`, *optional*, defaults to 512):
@@ -152,9 +158,9 @@ class IECLConfig(PretrainedConfig):
         # the encoder
         backbone="resnet18", backbone_kwargs=None, stem="cifar", image_size=32, image_mean=None, image_std=None,
         # the framework (its base loss and heads)
-        framework="simclr", moco_queue_size=4096, momentum_base=0.99, predictor_hidden_dim=512,
-        projection_hidden_dim=512, projection_dim=128, projection_output_batchnorm=None, batchnorm_per_view=False,
-        tau=0.2,
+        framework="simclr", moco_queue_size=4096, moco_batchnorm_groups=1, momentum_base=0.99,
+        predictor_hidden_dim=512, projection_hidden_dim=512, projection_dim=128, projection_output_batchnorm=None,
+        batchnorm_per_view=False, tau=0.2,
         # generation: SAIB on the query view
         generator_architecture="saib", saib_patch_size=4, saib_dim=64, saib_expansion=2, saib_weight_decay=0.01,
         # the query-entropy and KL terms
@@ -180,6 +186,7 @@ class IECLConfig(PretrainedConfig):
         self.image_std = list(image_std if image_std is not None else (0.229, 0.224, 0.225))
         self.framework = framework
         self.moco_queue_size = moco_queue_size
+        self.moco_batchnorm_groups = moco_batchnorm_groups
         self.momentum_base = momentum_base
         self.predictor_hidden_dim = predictor_hidden_dim
         self.projection_hidden_dim = projection_hidden_dim
@@ -234,6 +241,7 @@ class IECLConfig(PretrainedConfig):
             "projection_hidden_dim",
             "projection_dim",
             "moco_queue_size",
+            "moco_batchnorm_groups",
             "predictor_hidden_dim",
             "saib_patch_size",
             "saib_dim",
@@ -242,6 +250,11 @@ class IECLConfig(PretrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"IECLConfig.{name} must be a positive integer, got {value!r}.")
+        if self.batchnorm_per_view and self.framework == "moco" and self.moco_batchnorm_groups > 1:
+            raise ValueError(
+                "IECLConfig: batchnorm_per_view=True and moco_batchnorm_groups>1 both set the BatchNorm groups; "
+                "choose one."
+            )
         if self.image_size % self.saib_patch_size:
             raise ValueError(
                 f"IECLConfig.saib_patch_size={self.saib_patch_size} must divide image_size={self.image_size} "

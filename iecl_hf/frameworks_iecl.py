@@ -28,7 +28,8 @@ def mark_owned(module: nn.Module):
 
 
 class ProjectionHead(nn.Module):
-    """Linear-BN-ReLU-Linear (SimCLR's projector; also MoCo v2's and BYOL's projector and predictor).
+    """Linear-BN-ReLU-Linear (SimCLR's and BYOL's projector, BYOL's predictor; also MoCo's here, where MoCo v2's
+    reference has no hidden BatchNorm: docs/method.md).
 
     With `output_batchnorm` the output is batch-normalized too (Linear without bias, then BN): the projector of
     SimCLR v2 and of lightly's `SimCLRProjectionHead`."""
@@ -56,12 +57,22 @@ class ProjectionHead(nn.Module):
         return self.layers(h)
 
 
-def run_views(module, inputs: torch.Tensor, batch_size: int, per_view: bool) -> torch.Tensor:
-    """`module` on the 2B rows of both views: as one batch (BatchNorm statistics over both, SimCLR's reference) or,
-    with `per_view`, each view's B rows as their own batch (statistics per view, lightly's SimCLR loop)."""
-    if not per_view:
+def batchnorm_groups(config) -> int:
+    """How many BatchNorm groups the 2B rows of a step form: MoCo's Shuffle BN groups, 2 with `batchnorm_per_view`
+    (one per view), else 1 (both views as one batch)."""
+    if config.framework == "moco" and config.moco_batchnorm_groups > 1:
+        return config.moco_batchnorm_groups
+    return 2 if config.batchnorm_per_view else 1
+
+
+def run_views(module, inputs: torch.Tensor, groups: int) -> torch.Tensor:
+    """`module` on the 2B rows of both views: as one batch (BatchNorm statistics over both, SimCLR's reference) or
+    as `groups` consecutive groups, each its own batch (2: one per view, lightly's SimCLR loop). A group has at
+    least 2 rows (BatchNorm needs them in training)."""
+    groups = min(groups, len(inputs) // 2)
+    if groups <= 1:
         return module(inputs)
-    return torch.cat([module(inputs[:batch_size]), module(inputs[batch_size:])])
+    return torch.cat([module(group) for group in inputs.chunk(groups)])
 
 
 def infonce_with_queue(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor, tau: float) -> torch.Tensor:
@@ -106,11 +117,11 @@ class SimCLRHead(nn.Module):
     def __init__(self, config, num_features: int, backbone: nn.Module):
         super().__init__()
         self.tau = config.tau
-        self.per_view = config.batchnorm_per_view
+        self.groups = batchnorm_groups(config)
         self.projector = ProjectionHead.from_config(config, num_features)
 
     def forward(self, features, anchor_inputs, batch_size):
-        projections = run_views(self.projector, features, batch_size, self.per_view)
+        projections = run_views(self.projector, features, self.groups)
         return nt_xent_loss(projections[:batch_size], projections[batch_size:], self.tau), projections
 
 
@@ -119,7 +130,7 @@ class _MomentumHead(nn.Module):
 
     def __init__(self, config, num_features: int, backbone: nn.Module):
         super().__init__()
-        self.per_view = config.batchnorm_per_view
+        self.groups = batchnorm_groups(config)
         self.projector = ProjectionHead.from_config(config, num_features)
         self.momentum_base = config.momentum_base
         self.momentum_backbone = copy.deepcopy(backbone)
@@ -135,7 +146,7 @@ class _MomentumHead(nn.Module):
 
     @torch.no_grad()
     def momentum_projections(self, anchor_inputs, batch_size):
-        return run_views(self.momentum_branch, anchor_inputs, batch_size, self.per_view)
+        return run_views(self.momentum_branch, anchor_inputs, self.groups)
 
     @torch.no_grad()
     def reset_momentum_encoder(self, backbone: nn.Module):
@@ -153,8 +164,9 @@ class _MomentumHead(nn.Module):
 class MoCoHead(_MomentumHead):
     """MoCo v2 (symmetrized): queries from the online branch, keys from the momentum branch, a queue of negatives.
 
-    Keys of the first view, gathered from all processes, enter the queue in rank order after each training step.
-    The momentum is constant (`momentum_base`).
+    The keys of both views, gathered from all processes, enter the queue in rank order after each training step
+    (as in the symmetrized reference). The momentum is constant (`momentum_base`). With `moco_batchnorm_groups`
+    > 1 the key branch runs on shuffled rows (Shuffle BN; the online branch's groups are in order).
     """
 
     def __init__(self, config, num_features: int, backbone: nn.Module):
@@ -175,6 +187,17 @@ class MoCoHead(_MomentumHead):
         return self.momentum_base
 
     @torch.no_grad()
+    def momentum_projections(self, anchor_inputs, batch_size):
+        if self.groups == 1:
+            return super().momentum_projections(anchor_inputs, batch_size)
+        # Shuffle BN: each key is normalized with a random group of rows, not the group its query sits in.
+        order = torch.randperm(len(anchor_inputs), device=anchor_inputs.device)
+        shuffled = run_views(self.momentum_branch, anchor_inputs[order], self.groups)
+        keys = torch.empty_like(shuffled)
+        keys[order] = shuffled
+        return keys
+
+    @torch.no_grad()
     def enqueue(self, keys: torch.Tensor):
         """Write `keys` (already gathered) at the pointer, wrapping around the end of the queue."""
         keys = F.normalize(keys.float(), dim=1).to(self.queue.dtype)
@@ -185,9 +208,9 @@ class MoCoHead(_MomentumHead):
         self.queue_pointer.copy_((self.queue_pointer + len(keys)) % size)
 
     def forward(self, features, anchor_inputs, batch_size):
-        projections = run_views(self.projector, features, batch_size, self.per_view)
-        keys = self.momentum_projections(anchor_inputs, batch_size)
-        queries, keys = (projections[:batch_size], projections[batch_size:]), (keys[:batch_size], keys[batch_size:])
+        projections = run_views(self.projector, features, self.groups)
+        all_keys = self.momentum_projections(anchor_inputs, batch_size)
+        queries, keys = (projections[:batch_size], projections[batch_size:]), all_keys.split(batch_size)
         queue = self.queue.clone().detach()
         # This rank's queries only: a positive is the same sample's key, the negatives the (shared) queue.
         loss = 0.5 * (
@@ -195,7 +218,7 @@ class MoCoHead(_MomentumHead):
             + infonce_with_queue(queries[1], keys[0], queue, self.tau)
         )
         if self.training:
-            self.enqueue(gather_with_grad(keys[0]))
+            self.enqueue(gather_with_grad(all_keys))
         return with_global_value(loss), projections
 
 
@@ -213,8 +236,8 @@ class BYOLHead(_MomentumHead):
         return cosine_momentum(self.momentum_base, progress)
 
     def forward(self, features, anchor_inputs, batch_size):
-        projections = run_views(self.projector, features, batch_size, self.per_view)
-        predictions = run_views(self.predictor, projections, batch_size, self.per_view)
+        projections = run_views(self.projector, features, self.groups)
+        predictions = run_views(self.predictor, projections, self.groups)
         targets = self.momentum_projections(anchor_inputs, batch_size)
         p1, p2, t1, t2 = predictions[:batch_size], predictions[batch_size:], targets[:batch_size], targets[batch_size:]
         return with_global_value(byol_loss(p1, t2) + byol_loss(p2, t1)), projections  # per sample: no gathering

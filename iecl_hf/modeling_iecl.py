@@ -17,7 +17,7 @@ from transformers.utils import ModelOutput
 from .configuration_iecl import IECLConfig
 from .distributed_iecl import gather_with_grad
 from .entropy_iecl import QueryEntropy, gaussian_kl
-from .frameworks_iecl import FRAMEWORK_HEADS, MoCoHead, mark_owned, run_views
+from .frameworks_iecl import FRAMEWORK_HEADS, MoCoHead, batchnorm_groups, mark_owned, run_views
 from .saib_iecl import SAIB, saib_logdet
 from .spectral_iecl import EncoderSpectralPenalty
 
@@ -234,10 +234,10 @@ class IECLForPreTraining(IECLPreTrainedModel):
         return_dict = return_dict if return_dict is not None else config.return_dict
         batch_size = pixel_values.shape[0]
         query_view = self.query_view(pixel_values_2)
-        # Both views through the encoder as one batch of 2B (BatchNorm statistics over both, as in SimCLR), or each
-        # as its own batch (`batchnorm_per_view`).
+        # Both views through the encoder as one batch of 2B (BatchNorm statistics over both, as in SimCLR), or as
+        # groups (`batchnorm_per_view`: one per view; MoCo's `moco_batchnorm_groups`).
         encoder_inputs = self.normalize(torch.cat([pixel_values, query_view], dim=0))
-        features = run_views(self.encode, encoder_inputs, batch_size, config.batchnorm_per_view)
+        features = run_views(self.encode, encoder_inputs, batchnorm_groups(config))
         # The anchor branch (MoCo's keys, BYOL's targets) sees the standard views: SAIB acts on the query branch only.
         anchor_inputs = (
             self.normalize(torch.cat([pixel_values, pixel_values_2], dim=0))

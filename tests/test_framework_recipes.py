@@ -97,7 +97,7 @@ def test_resume_restores_queue_and_target_exactly(framework, tmp_path):
         "--knn_every_epochs",
         0,
         "--model_config_overrides",
-        f"framework={framework},moco_queue_size=24",
+        f"framework={framework},moco_queue_size=24" + (",moco_batchnorm_groups=4" if framework == "moco" else ""),
     ]
     reference = tmp_path / "reference"
     assert run_pretrain_in_process([*args, "--output_dir", reference]) == 0
@@ -118,7 +118,12 @@ def test_resume_restores_queue_and_target_exactly(framework, tmp_path):
     assert any((step_2[k] != final_reference[k]).any() for k in state_keys)  # it changed after the checkpoint
     assert max_abs_difference(reference / "model.safetensors", resumed / "model.safetensors") <= 1e-6
     if framework == "moco":
-        assert int(final_resumed["head.queue_pointer"]) == int(final_reference["head.queue_pointer"]) == (4 * 8) % 24
+        both_views_keys = 4 * 2 * 8  # 4 steps of batch 8: both views' keys enter the queue
+        assert (
+            int(final_resumed["head.queue_pointer"])
+            == int(final_reference["head.queue_pointer"])
+            == both_views_keys % 24
+        )
 
 
 @pytest.mark.parametrize("framework", ["moco", "byol"])

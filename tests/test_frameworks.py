@@ -285,7 +285,7 @@ def moco_step(rows, v1, v2):
     # Full IE-CL (SAIB away from the identity, entropy, KL, spectral penalty): SAIB is deterministic and the entropy
     # terms read the gathered batch, so each process computes the loss of the whole batch.
     torch.manual_seed(0)
-    model = IECLForPreTraining(IECLConfig(**TINY, framework="moco", moco_queue_size=12))
+    model = IECLForPreTraining(IECLConfig(**TINY, framework="moco", moco_queue_size=3 * BATCH))
     perturb_saib(model)
     model.train()
     for module in model.modules():  # per-process BN statistics cannot equal the global ones: use running stats
@@ -315,11 +315,18 @@ def test_two_process_moco_queue_matches_one_process(tmp_path):
     g = torch.Generator().manual_seed(1)
     v1, v2 = torch.rand(BATCH, 3, 16, 16, generator=g), torch.rand(BATCH, 3, 16, 16, generator=g)
     loss, queue, pointer = moco_step(slice(0, BATCH), v1, v2)
-    assert int(pointer) == BATCH
+    assert int(pointer) == 2 * BATCH  # both views' keys
+    # The gathered keys come rank by rank, each rank's first-view keys then its second-view keys (as the
+    # reference's concat_all_gather of cat([k1, k2])): the same keys as one process, in that order.
+    half = BATCH // WORLD_SIZE
+    rank_order = torch.cat(
+        [torch.arange(r * half, (r + 1) * half) + view * BATCH for r in range(WORLD_SIZE) for view in range(2)]
+    )
+    expected = torch.cat([queue[rank_order], queue[2 * BATCH :]])
     for rank in range(WORLD_SIZE):
         rank_loss, rank_queue, rank_pointer = torch.load(tmp_path / f"rank{rank}.pt")
         torch.testing.assert_close(rank_loss, loss, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(rank_queue, queue, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(rank_queue, expected, rtol=1e-5, atol=1e-6)
         assert int(rank_pointer) == int(pointer)
 
 
@@ -353,6 +360,51 @@ def test_batchnorm_per_view_normalizes_each_view_over_its_own_batch(framework):
     joint.eval(), per_view.eval()
     with torch.no_grad():
         assert joint(v1, v2).base_loss.item() == pytest.approx(per_view(v1, v2).base_loss.item(), rel=1e-6)
+
+
+def test_moco_batchnorm_groups_shuffle_the_keys_and_keep_their_rows():
+    """Shuffle BN on one device: every BatchNorm sees 2B / groups rows; the online branch's groups are in order, the
+    key branch's are a random permutation of the rows, and each key still belongs to its own row."""
+    torch.manual_seed(0)
+    config = IECLConfig(**TINY, framework="moco", moco_queue_size=32, moco_batchnorm_groups=4)
+    model = IECLForPreTraining(config)
+    v1, v2 = torch.rand(8, 3, 16, 16), torch.rand(8, 3, 16, 16)
+    assert batchnorm_batch_sizes(model, v1, v2) == {4}
+    head, rows = model.head, model.normalize(torch.cat([v1, v2]))
+    torch.manual_seed(1)
+    keys = head.momentum_projections(rows, 8)
+    torch.manual_seed(1)
+    order = torch.randperm(16)
+    assert not torch.equal(order, torch.arange(16))
+    with torch.no_grad():
+        for group in order.chunk(4):  # each key: the momentum branch on its shuffled group of 4 rows
+            torch.testing.assert_close(keys[group], head.momentum_branch(rows[group]), rtol=1e-5, atol=1e-6)
+        unshuffled = torch.cat([head.momentum_branch(group) for group in rows.chunk(4)])
+    assert not torch.allclose(keys, unshuffled, atol=1e-3)  # the groups differ from the in-order ones
+    # In evaluation mode BatchNorm uses its running statistics: grouping and shuffling change nothing.
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            head.momentum_projections(rows, 8), head.momentum_branch(rows), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_moco_enqueues_the_keys_of_both_views():
+    torch.manual_seed(0)
+    model = IECLForPreTraining(IECLConfig(**TINY, framework="moco", moco_queue_size=32))
+    v1, v2 = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
+    model(v1, v2)
+    assert int(model.head.queue_pointer) == 8
+    with torch.no_grad():
+        keys = model.head.momentum_branch(model.normalize(torch.cat([v1, v2])))
+    torch.testing.assert_close(model.head.queue[:8], torch.nn.functional.normalize(keys, dim=1), rtol=1e-5, atol=1e-6)
+
+
+def test_moco_batchnorm_groups_and_per_view_exclude_each_other():
+    with pytest.raises(ValueError, match="choose one"):
+        IECLConfig(**TINY, framework="moco", moco_batchnorm_groups=2, batchnorm_per_view=True)
+    with pytest.raises(ValueError, match="moco_batchnorm_groups must be a positive integer"):
+        IECLConfig(**TINY, framework="moco", moco_batchnorm_groups=0)
 
 
 def test_batchnorm_per_view_simclr_loss_equals_two_separate_forwards():

@@ -25,6 +25,7 @@ IECL_FIELDS = (
     "projection_dim",
     "projection_output_batchnorm",
     "batchnorm_per_view",
+    "moco_batchnorm_groups",
 )
 
 
