@@ -95,6 +95,9 @@ VARIANTS = {
     "iecl_per_view_bn": Variant("batchnorm_per_view=True", "simclr_per_view_bn"),
     "moco": Variant(f"framework=moco,{BASELINE}"),
     "moco_iecl": Variant("framework=moco", "moco"),
+    # MoCo with Shuffle BN on one device (4 BatchNorm groups of 2B / 4 = 32 rows at batch 64), both sides.
+    "moco_shuffle_bn": Variant(f"framework=moco,moco_batchnorm_groups=4,{BASELINE}"),
+    "moco_iecl_shuffle_bn": Variant("framework=moco,moco_batchnorm_groups=4", "moco_shuffle_bn"),
     "byol": Variant(f"framework=byol,{BASELINE}"),
     "byol_iecl": Variant("framework=byol", "byol"),
 }
