@@ -172,6 +172,7 @@ class MoCoHead(_MomentumHead):
     def __init__(self, config, num_features: int, backbone: nn.Module):
         super().__init__(config, num_features, backbone)
         self.tau = config.tau
+        self.shuffle_keys = config.moco_batchnorm_groups > 1  # Shuffle BN; not `batchnorm_per_view`'s 2 groups
         self.register_buffer("queue", torch.empty(config.moco_queue_size, config.projection_dim))
         self.register_buffer("queue_pointer", torch.zeros((), dtype=torch.long))
         self.reset_queue()
@@ -188,7 +189,7 @@ class MoCoHead(_MomentumHead):
 
     @torch.no_grad()
     def momentum_projections(self, anchor_inputs, batch_size):
-        if self.groups == 1:
+        if not self.shuffle_keys:
             return super().momentum_projections(anchor_inputs, batch_size)
         # Shuffle BN: each key is normalized with a random group of rows, not the group its query sits in.
         order = torch.randperm(len(anchor_inputs), device=anchor_inputs.device)

@@ -389,6 +389,17 @@ def test_moco_batchnorm_groups_shuffle_the_keys_and_keep_their_rows():
         )
 
 
+def test_moco_per_view_keys_are_not_shuffled():
+    """`batchnorm_per_view` on MoCo: the key branch normalizes each view's rows in order (Shuffle BN is only
+    `moco_batchnorm_groups`)."""
+    torch.manual_seed(0)
+    model = IECLForPreTraining(IECLConfig(**TINY, framework="moco", moco_queue_size=32, batchnorm_per_view=True))
+    rows = model.normalize(torch.rand(8, 3, 16, 16))
+    with torch.no_grad():
+        expected = torch.cat([model.head.momentum_branch(rows[:4]), model.head.momentum_branch(rows[4:])])
+        torch.testing.assert_close(model.head.momentum_projections(rows, 4), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_moco_enqueues_the_keys_of_both_views():
     torch.manual_seed(0)
     model = IECLForPreTraining(IECLConfig(**TINY, framework="moco", moco_queue_size=32))
