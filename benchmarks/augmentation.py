@@ -18,6 +18,7 @@ import torch
 
 from iecl_hf.data import BatchedSimCLRAugmentation, SimCLRViewSpec, load_size_for
 from iecl_hf.data.augmentations import torchvision_transform
+from iecl_hf.data.batched_augmentation import masked_jitter_by_default
 
 
 def kornia_augmentation(spec: SimCLRViewSpec):
@@ -63,7 +64,7 @@ def main():
     spec = SimCLRViewSpec.simclr(args.image_size)
     load = load_size_for(args.image_size)
     ours = BatchedSimCLRAugmentation(spec=spec).to(device)
-    masked = device.type != "cpu"  # the default execution of the colour jitter here; the other one is timed too
+    masked = masked_jitter_by_default(device)  # the colour jitter's default execution here; the other is timed too
     other = BatchedSimCLRAugmentation(spec=spec, masked_jitter=not masked).to(device)
     per_image = torchvision_transform(spec)
     variants = {

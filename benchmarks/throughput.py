@@ -15,9 +15,9 @@ Variants, timed in interleaved repeats within one run (median reported), same ba
              as in the recipe;
 - lightly:   lightly's NTXentLoss + SimCLRProjectionHead + SimCLRTransform, in the loop style of lightly's examples
              (needs `pip install -e ".[bench]"`).
-Images/s counts source images per second (each gives two views). `--breakdown` also times the phases of the floor's
-and the baseline's step (loading, augmentation, forward, backward, optimizer; medians over every timed step), which
-names where the baseline's extra time goes.
+Images/s counts source images per second (each gives two views). `--breakdown` also times the phases of each model
+variant's step (loading, augmentation, forward, backward, optimizer; medians over every timed step), which names
+where the baseline's extra time over the floor goes.
 """
 
 import argparse

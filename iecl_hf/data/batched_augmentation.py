@@ -199,6 +199,11 @@ def saturation(images, factor, uint8=False):
 JITTER_OPERATIONS = {BRIGHTNESS: brightness, CONTRAST: contrast, SATURATION: saturation, HUE: shift_hue}
 
 
+def masked_jitter_by_default(device: torch.device) -> bool:
+    """The colour jitter's default execution on `device` (`colour_jitter`): masked off the CPU."""
+    return device.type != "cpu"
+
+
 def colour_jitter(
     images: torch.Tensor,
     factors: torch.Tensor,
@@ -216,7 +221,7 @@ def colour_jitter(
     kept where chosen, with no wait and static shapes; it does 4x the arithmetic (the hue round trip dominates on a
     CPU), which a GPU has to spare for small images."""
     if masked is None:
-        masked = images.device.type != "cpu"
+        masked = masked_jitter_by_default(images.device)
     images = images.clone()
     for position in range(4):
         for operation_id, operation in JITTER_OPERATIONS.items():
