@@ -96,8 +96,8 @@ class IECLConfig(PretrainedConfig):
             MoCo: Shuffle BN on one device. Each process's 2B rows go through the encoder and the heads as this
             many BatchNorm groups, the key branch's rows shuffled first (the reference CIFAR demo's
             SplitBatchNorm), so that a query and its positive key are normalized over different sets of images and
-            cannot match through the batch statistics. 1: the 2B rows as one batch. A batch too small for
-            groups of 2 rows uses fewer.
+            cannot match through the batch statistics. 1: the 2B rows as one batch. Groups differ by at most
+            one row; the recipe needs at least as many images per process as groups (2 rows per group).
         momentum_base (`float`, *optional*, defaults to 0.99):
             MoCo: the constant momentum of the key encoder; BYOL: the start of the cosine schedule to 1.
         predictor_hidden_dim (`int`, *optional*, defaults to 512):

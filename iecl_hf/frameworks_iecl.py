@@ -65,14 +65,27 @@ def batchnorm_groups(config) -> int:
     return 2 if config.batchnorm_per_view else 1
 
 
+def check_batchnorm_groups(config, per_device_batch: int):
+    """Raise `ValueError` when a process's batch is too small for its BatchNorm groups: each group needs 2 rows in
+    training, and a step has 2 x `per_device_batch` rows (both views)."""
+    groups = batchnorm_groups(config)
+    if per_device_batch < groups:
+        raise ValueError(
+            f"moco_batchnorm_groups={groups} splits each process's {2 * per_device_batch} rows (2 views x "
+            f"--per_device_train_batch_size {per_device_batch}) into groups of fewer than 2, which BatchNorm cannot "
+            f"normalize: use a batch of at least {groups} images per process or at most {per_device_batch} groups."
+        )
+
+
 def run_views(module, inputs: torch.Tensor, groups: int) -> torch.Tensor:
     """`module` on the 2B rows of both views: as one batch (BatchNorm statistics over both, SimCLR's reference) or
-    as `groups` consecutive groups, each its own batch (2: one per view, lightly's SimCLR loop). A group has at
-    least 2 rows (BatchNorm needs them in training)."""
+    as `groups` consecutive groups, each its own batch (2: one per view, lightly's SimCLR loop). The groups differ
+    in size by at most one row; with fewer than 2 rows per group (a tiny batch outside the recipe, which refuses it
+    with `check_batchnorm_groups`) there are fewer groups, as BatchNorm needs 2 rows in training."""
     groups = min(groups, len(inputs) // 2)
     if groups <= 1:
         return module(inputs)
-    return torch.cat([module(group) for group in inputs.chunk(groups)])
+    return torch.cat([module(group) for group in inputs.tensor_split(groups)])
 
 
 def infonce_with_queue(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor, tau: float) -> torch.Tensor:

@@ -16,6 +16,7 @@ import sys
 from accelerate.utils import set_seed
 
 import iecl_hf  # noqa: F401  (registers the Auto classes)
+from iecl_hf.frameworks_iecl import check_batchnorm_groups
 from iecl_hf.training.arguments import check_output_dir, hub_kwargs, parse_args, run_recipe, validate_train_args
 from iecl_hf.training.pretraining import (
     PretrainingStep,
@@ -39,6 +40,7 @@ def main(argv=None) -> int:
     validate_train_args(data_args, args)
     hub = hub_kwargs(args, data_args.cache_dir)
     config = pretraining_config(model_values, args.model_name_or_path, **hub)
+    check_batchnorm_groups(config, args.per_device_train_batch_size)
     check_output_dir(args.output_dir)
     checkpoint = check_before_start(args)
 

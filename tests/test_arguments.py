@@ -226,6 +226,10 @@ def test_parse_value(text, value):
         (["--model_config_overrides", "justtext"], r"'justtext' is not NAME=VALUE"),
         (["--preset", "tiny"], r"--preset 'tiny' is not supported"),
         (["--per_device_train_batch_size", "1"], r"--per_device_train_batch_size must be >= 2"),
+        (
+            ["--framework", "moco", "--moco_batchnorm_groups", "8", "--per_device_train_batch_size", "4"],
+            r"moco_batchnorm_groups=8 splits each process's 8 rows .* at least 8 images per process",
+        ),
         (["--gradient_accumulation_steps", "0"], r"--gradient_accumulation_steps must be >= 1"),
         (["--learning_rate", "0"], r"--learning_rate must be > 0"),
         (["--generator_learning_rate", "-1"], r"--generator_learning_rate must be > 0"),

@@ -389,6 +389,16 @@ def test_moco_batchnorm_groups_shuffle_the_keys_and_keep_their_rows():
         )
 
 
+def test_batchnorm_groups_of_uneven_rows_all_have_two_or_more():
+    """5 images give 10 rows: 4 Shuffle BN groups of 3, 3, 2, 2 rows (equal chunks would leave a group of 1, which
+    BatchNorm refuses in training)."""
+    torch.manual_seed(0)
+    model = IECLForPreTraining(IECLConfig(**TINY, framework="moco", moco_queue_size=32, moco_batchnorm_groups=4))
+    v1, v2 = torch.rand(5, 3, 16, 16), torch.rand(5, 3, 16, 16)
+    assert batchnorm_batch_sizes(model, v1, v2) == {2, 3}
+    assert torch.isfinite(model(v1, v2).loss)
+
+
 def test_moco_per_view_keys_are_not_shuffled():
     """`batchnorm_per_view` on MoCo: the key branch normalizes each view's rows in order (Shuffle BN is only
     `moco_batchnorm_groups`)."""
