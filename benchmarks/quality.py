@@ -106,10 +106,15 @@ SWEPT = {name for name, v in VARIANTS.items() if v.baseline and v.script == RECI
 
 
 def run(command, log_path):
+    # This checkout's iecl_hf first: a recipe's own folder is not the root, so `import iecl_hf` would otherwise find
+    # the installed (editable) package, another checkout's code when this one is a worktree at another commit.
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+    }
     with open(log_path, "w") as log:
-        result = subprocess.run(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-        )
+        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     if result.returncode != 0:
         with open(log_path) as log:
             tail = log.read()[-3000:]

@@ -105,3 +105,19 @@ def test_lightly_views_variant_is_the_recipe_with_its_flags_and_per_image_views(
     assert command[1] == "benchmarks/recipe_lightly_views.py" and reference[1] == quality.RECIPE
     assert command[2:] == reference[2:]  # the same flags: only the program (its views) differs
     assert command[-2:] == ["--augmentation", "workers"]
+
+
+def test_runs_import_this_checkouts_package(quality, tmp_path, monkeypatch):
+    """A recipe's folder is not the root, so without PYTHONPATH its `import iecl_hf` finds the installed package:
+    another checkout's code when the benchmark runs from a worktree at another commit."""
+    seen = {}
+
+    def fake_run(command, **kwargs):
+        seen.update(kwargs)
+        return argparse.Namespace(returncode=0)
+
+    monkeypatch.setenv("PYTHONPATH", "elsewhere")
+    monkeypatch.setattr(quality.subprocess, "run", fake_run)
+    quality.run(["python", "recipes/pretrain.py"], tmp_path / "log")
+    assert seen["env"]["PYTHONPATH"].split(os.pathsep) == [quality.ROOT, "elsewhere"]
+    assert seen["cwd"] == quality.ROOT
