@@ -65,11 +65,16 @@ def batchnorm_groups(config) -> int:
     return 2 if config.batchnorm_per_view else 1
 
 
+def groups_that_fit(groups: int, rows: int) -> int:
+    """How many of `groups` BatchNorm groups `rows` rows can fill: BatchNorm needs 2 rows per group in training."""
+    return min(groups, rows // 2)
+
+
 def check_batchnorm_groups(config, per_device_batch: int):
-    """Raise `ValueError` when a process's batch is too small for its BatchNorm groups: each group needs 2 rows in
-    training, and a step has 2 x `per_device_batch` rows (both views)."""
+    """Raise `ValueError` when a process's batch is too small for its BatchNorm groups: a step has
+    2 x `per_device_batch` rows (both views)."""
     groups = batchnorm_groups(config)
-    if per_device_batch < groups:
+    if groups_that_fit(groups, 2 * per_device_batch) < groups:
         raise ValueError(
             f"moco_batchnorm_groups={groups} splits each process's {2 * per_device_batch} rows (2 views x "
             f"--per_device_train_batch_size {per_device_batch}) into groups of fewer than 2, which BatchNorm cannot "
@@ -82,7 +87,7 @@ def run_views(module, inputs: torch.Tensor, groups: int) -> torch.Tensor:
     as `groups` consecutive groups, each its own batch (2: one per view, lightly's SimCLR loop). The groups differ
     in size by at most one row; with fewer than 2 rows per group (a tiny batch outside the recipe, which refuses it
     with `check_batchnorm_groups`) there are fewer groups, as BatchNorm needs 2 rows in training."""
-    groups = min(groups, len(inputs) // 2)
+    groups = groups_that_fit(groups, len(inputs))
     if groups <= 1:
         return module(inputs)
     return torch.cat([module(group) for group in inputs.tensor_split(groups)])
