@@ -12,7 +12,8 @@ standardized); `--augment` trains it on random resized crops through the frozen 
 default: each epoch runs the encoder). Reported on the test split: linear top-1 / top-5 and weighted kNN top-1
 (cosine, k=20 and k=200, temperature 0.07). Without a test split, a stratified 20% of train is held out.
 
-Writes to --output_dir (default: CKPT-linear-eval, or CKPT-linear-eval-random-init):
+Writes to --output_dir (default: CKPT-linear-eval, or outputs/OWNER--NAME-linear-eval for a Hub id; -random-init
+appended with --random_init):
   eval_results.json      protocol, figures, dataset, split sizes, seed
   config.json, model.safetensors, preprocessor_config.json, *.py
                          IECLForImageClassification (encoder + linear head; standardization folded in), for

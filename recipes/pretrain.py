@@ -46,7 +46,7 @@ def main(argv=None) -> int:
 
     accelerator = make_accelerator(args)
     set_seed(args.seed, device_specific=False)  # the same initial weights on every process
-    origin = f"config of {args.model_name_or_path}" if args.model_name_or_path else f"preset {model_values['_preset']}"
+    origin = f"config of {args.model_name_or_path}" if args.model_name_or_path else f"preset {args.preset}"
     accelerator.print(
         f"IE-CL pretraining: {origin}, {accelerator.num_processes} process(es) on {accelerator.device}, "
         f"mixed precision {accelerator.mixed_precision}"

@@ -53,7 +53,6 @@ def main(argv=None) -> int:
     return push_release(
         args,
         say=lambda line: print(f"{line} (from {args.output_dir})"),
-        report_error=lambda message: print(message, file=sys.stderr),
         commit_message=args.commit_message,
     )
 

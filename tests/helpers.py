@@ -61,9 +61,12 @@ TINY_MODEL = dict(
 
 
 def subprocess_env(**extra) -> dict:
-    """Offline, one thread per process (deterministic, and fast on a busy 2-core machine)."""
+    """Offline, one thread per process (deterministic, and fast on a busy 2-core machine); this checkout's iecl_hf
+    first (a recipe's folder is not the root: `import iecl_hf` would find the installed package, which may be
+    another checkout's)."""
     env = dict(os.environ)
     env.update(
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
         HF_HUB_OFFLINE="1",
         HF_DATASETS_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",

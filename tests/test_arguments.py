@@ -6,6 +6,7 @@ import json
 from unittest import mock
 
 import pytest
+import torch
 from helpers import run_pretrain_in_process
 
 from iecl_hf import IECLConfig
@@ -50,7 +51,7 @@ def test_config_file_supplies_every_kind_of_argument(tmp_path, kind):
     assert model["encoder_spectral_norm"] is False
     assert model["backbone_kwargs"] == {"channels": [8, 16, 32, 64]}
     assert model["image_mean"] == [0.5, 0.5, 0.5]
-    config = IECLConfig(**{k: v for k, v in model.items() if k != "_preset"})  # a valid configuration
+    config = IECLConfig(**model)  # a valid configuration
     assert config.generator_architecture == "none" and config.encoder_spectral_norm is False
 
 
@@ -130,7 +131,6 @@ def test_one_flag_per_field_over_the_preset():
             "cifar_stride2",
         ]
     )
-    assert model["_preset"] == "cifar"
     assert model["lambda_entropy"] == 0.5 and model["encoder_spectral_norm"] is False
     assert model["generator_architecture"] == "saib" and model["beta_kl"] == 0
     assert model["backbone_kwargs"] == {"channels": [8, 16, 32, 64]} and model["stem"] == "cifar_stride2"
@@ -154,11 +154,15 @@ def test_fields_the_framework_resolves_are_typed_and_say_so():
         parse_args(["--lambda_entropy", "much"])  # argparse names the flag (test_bad_flag_types_name_the_flag)
 
 
-def test_preset_none_sets_nothing_and_auto_is_cpu_without_a_gpu():
-    _, _, model = parse_args(["--preset", "none"])
-    assert model == {"_preset": "none"}
-    _, _, model = parse_args([])
-    assert model["_preset"] == "cpu" and model["backbone_kwargs"] == PRESETS["cpu"]["backbone_kwargs"]
+def test_preset_none_sets_nothing_and_auto_is_cpu_without_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
+    _, train_args, model = parse_args(["--preset", "none"])
+    assert model == {} and train_args.preset == "none"
+    _, train_args, model = parse_args([])
+    assert train_args.preset == "cpu" and model["backbone_kwargs"] == PRESETS["cpu"]["backbone_kwargs"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    _, train_args, model = parse_args([])
+    assert train_args.preset == "cifar" and model["stem"] == PRESETS["cifar"]["stem"]
 
 
 def test_model_config_overrides_parse_lists_dicts_bools_and_win_over_flags():

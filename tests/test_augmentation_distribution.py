@@ -93,6 +93,19 @@ def transform_parts(spec):
     return parts
 
 
+def test_the_spec_holds_simclrs_published_values():
+    """The values themselves, not only their agreement with a transform built from the same spec: SimCLR's (Chen et
+    al. 2020, appendix A; jitter strength 0.5 as its CIFAR runs) with the CIFAR crop scale below 96 px."""
+    small, large = SimCLRViewSpec.simclr(32), SimCLRViewSpec.simclr(224)
+    for spec in (small, large):
+        assert (spec.brightness, spec.contrast, spec.saturation, spec.hue) == pytest.approx((0.4, 0.4, 0.4, 0.1))
+        assert (spec.jitter_p, spec.grayscale_p, spec.flip_p, spec.solarize_p) == (0.8, 0.2, 0.5, 0.0)
+        assert spec.crop_ratio == pytest.approx((3 / 4, 4 / 3))
+    assert small.crop_scale == (0.2, 1.0) and small.blur_p == 0.0 and small.blur_kernel is None
+    assert large.crop_scale == (0.08, 1.0) and large.blur_p == 0.5 and large.blur_kernel == 23  # ~10% of the side
+    assert large.blur_sigma == (0.1, 2.0)
+
+
 @pytest.mark.parametrize("image_size", [32, 96])
 def test_probabilities_and_jitter_ranges_match_torchvision(image_size):
     spec = SimCLRViewSpec.simclr(image_size)

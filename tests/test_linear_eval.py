@@ -383,6 +383,21 @@ def test_missing_test_split_holds_out_a_stratified_fraction(recipe, checkpoint, 
     np.testing.assert_allclose(test_counts / 60, (train_counts + test_counts) / 300, atol=0.02)  # stratified
 
 
+def test_string_labels_are_encoded_as_class_names():
+    """A label column of strings (a CSV or parquet dataset) is detected and encoded over both splits; a float column
+    is still refused by name."""
+    images = load_image_dataset(None)["train"].select(range(12))
+    names = ["dog", "cat", "bird"]
+    with_strings = images.remove_columns("label").add_column("label", [names[i % 3] for i in range(12)])
+    splits = prepare_eval_splits(datasets.DatasetDict({"train": with_strings, "test": with_strings.select(range(6))}))
+    assert splits.label_names == ["bird", "cat", "dog"]
+    assert [splits.label_names[i] for i in splits.train["label"]] == with_strings["label"]
+    assert isinstance(splits.train.features["label"], datasets.ClassLabel)
+    floats = images.remove_columns("label").add_column("score", [0.5] * 12)
+    with pytest.raises(ValueError, match=r"--label_column 'score' holds .*float.*not labels"):
+        prepare_eval_splits(floats, label_column="score")
+
+
 def test_not_an_iecl_checkpoint_is_a_clear_cli_error(tmp_path, monkeypatch, capsys):
     from transformers import ViTConfig
 

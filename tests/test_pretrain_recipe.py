@@ -154,6 +154,7 @@ def test_push_to_hub_uploads_the_release_files_only(tmp_path, capsys):
     config = read_json(out / "config.json")
     assert config["model_type"] == "iecl"
     assert config["auto_map"]["AutoModel"].startswith("modeling_iecl.")
+    assert not [key for key in config if key.startswith("_")], config  # the recipe's own bookkeeping stays out
     card = ModelCard.load(out / "README.md")
     assert card.data.library_name == "transformers"
     assert "iecl" in card.data.tags
@@ -173,7 +174,7 @@ def test_failed_push_keeps_the_output_and_prints_the_retry_command(tmp_path, cap
         )
     assert code == 1
     upload_folder.assert_not_called()
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err
     assert "network is down" in printed
     assert f"python recipes/push.py --output_dir {out} --hub_model_id user/x" in printed
     assert RELEASE_FILES | {"train_results.json"} <= set(os.listdir(out))
@@ -223,7 +224,8 @@ def test_unwritable_output_dir_fails_before_any_data_is_read(tmp_path):
             run_pretrain_in_process([*TINY_ARGS, "--output_dir", blocker / "out"])
 
 
-def test_awkward_and_corrupt_images_are_converted_or_skipped_and_counted(tmp_path, capsys):
+@pytest.mark.parametrize("steps, accumulation", [(4, 1), (2, 2)])
+def test_awkward_and_corrupt_images_are_converted_or_skipped_and_counted(tmp_path, capsys, steps, accumulation):
     good = [encode(random_rgb(seed=10 + i), "PNG") for i in range(18)]
     awkward, corrupt = list(awkward_images().values()), list(corrupt_images().values())
     # Corrupt images first: the preview for views.png must find decodable ones further on.
@@ -231,7 +233,8 @@ def test_awkward_and_corrupt_images_are_converted_or_skipped_and_counted(tmp_pat
     assert len(images) == 32
     data = write_parquet_dataset(tmp_path / "data", images)
     out = tmp_path / "out"
-    # 4 steps of 8 = exactly one pass over the 32 images.
+    # 4 micro-batches of 8 = exactly one pass over the 32 images (with accumulation, the corrupt images all fall in
+    # the first micro-batch of a step: images_seen counts each micro-batch, not the last one times the accumulation).
     code = run_pretrain_in_process(
         [
             *TINY_ARGS,
@@ -240,7 +243,9 @@ def test_awkward_and_corrupt_images_are_converted_or_skipped_and_counted(tmp_pat
             "--cache_dir",
             tmp_path / "cache",
             "--max_train_steps",
-            4,
+            steps,
+            "--gradient_accumulation_steps",
+            accumulation,
             "--output_dir",
             out,
         ]
@@ -251,7 +256,7 @@ def test_awkward_and_corrupt_images_are_converted_or_skipped_and_counted(tmp_pat
     assert "could not be decoded" in captured.err  # warned when it happens, too
     results = read_json(out / "train_results.json")
     assert results["skipped images"] == len(corrupt)
-    assert results["step"] == 4
+    assert results["step"] == steps
     assert results["images_seen"] == len(images) - len(corrupt)
     assert (out / "views.png").stat().st_size > 0 and (out / "model.safetensors").exists()
 

@@ -32,7 +32,6 @@ def recipe_values(quality, variant, **args):
     command = quality.pretrain_command(benchmark_args(**args), variant, 0, "out")
     assert command[1] == "recipes/pretrain.py"
     _, train_args, values = parse_args(command[2:])
-    values.pop("_preset")
     return train_args, IECLConfig(**values)
 
 

@@ -10,7 +10,7 @@ from helpers import TINY_ARGS, block_network, read_json, run_pretrain_in_process
 from safetensors.torch import load_file
 
 from iecl_hf import IECLConfig, IECLForPreTraining, IECLModel
-from iecl_hf.training.starting_point import pretraining_config
+from iecl_hf.training.starting_point import pretraining_config, pretraining_model
 
 # TINY_ARGS without the architecture: with --model_name_or_path it comes from the checkpoint.
 RUN_ARGS = [a for a in TINY_ARGS if a not in ("--backbone_kwargs", '{"channels": [8, 16, 32, 64]}')] + [
@@ -211,18 +211,23 @@ def test_flags_that_change_the_encoder_or_a_preset_are_refused(finished_output, 
         run_pretrain_in_process(
             [*RUN_ARGS, "--model_name_or_path", finished_output, "--preset", "cifar", "--output_dir", tmp_path / "out"]
         )
+    # A stem of the same kernel shape and another stride would load without a size error: refused by name.
+    for flag, value in (("--stem", "cifar"), ("--backbone_kwargs", '{"channels": [8, 16, 32, 32]}')):
+        with pytest.raises(ValueError, match=rf"with {flag} .*\(checkpoint: .*Drop these flags"):
+            run_pretrain_in_process(
+                [*RUN_ARGS, "--model_name_or_path", finished_output, flag, value, "--output_dir", tmp_path / "out"]
+            )
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+    # The same value as the checkpoint's is no change.
+    saved = read_json(finished_output / "config.json")
+    assert pretraining_config({"stem": saved["stem"]}, str(finished_output)).stem == saved["stem"]
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_its_config_is_refused(finished_output):
+    """The weights' own check, behind the config's: a config that does not match the saved weights."""
+    config = IECLConfig.from_pretrained(finished_output, backbone_kwargs={"channels": [8, 16, 32, 32]})
     with pytest.raises(ValueError, match=r"lacks or mis-sizes encoder weights .*iecl\.backbone\.layer4"):
-        run_pretrain_in_process(
-            [
-                *RUN_ARGS,
-                "--model_name_or_path",
-                finished_output,
-                "--backbone_kwargs",
-                '{"channels": [8, 16, 32, 32]}',
-                "--output_dir",
-                tmp_path / "out",
-            ]
-        )
+        pretraining_model(config, str(finished_output))
 
 
 def test_a_framework_flag_gives_the_new_frameworks_defaults_and_keeps_chosen_values(tmp_path):

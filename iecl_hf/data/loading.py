@@ -164,9 +164,20 @@ class DatasetColumns:
 
 
 def detect_columns(
-    features, image_column: str | None = None, label_column: str | None = None, require_label: bool = False
+    features,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    require_label: bool = False,
+    string_labels: bool = False,
 ) -> DatasetColumns:
-    """Find the image and label columns (or check the given ones), with an error listing what exists."""
+    """Find the image and label columns (or check the given ones), with an error listing what exists.
+    `string_labels`: a string column is labels too (the caller encodes them, as linear evaluation does)."""
+
+    def is_label(feature) -> bool:
+        return is_class_id_feature(feature) or (
+            string_labels and isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+        )
+
     if features is None:
         raise ValueError(
             "The dataset has no known features (a streaming dataset without a schema): pass --image_column."
@@ -191,14 +202,17 @@ def detect_columns(
             raise ValueError(
                 f"--label_column {label_column!r} is not a column of the dataset; available columns: {available}."
             )
-        if not is_class_id_feature(features[label_column]):
+        if not is_label(features[label_column]):
+            kinds = (
+                "a ClassLabel, an integer or a string Value" if string_labels else "a ClassLabel or an integer Value"
+            )
             raise ValueError(
-                f"--label_column {label_column!r} holds {features[label_column]!r}, not integer class ids "
-                f"(a ClassLabel or an integer Value); available columns: {available}."
+                f"--label_column {label_column!r} holds {features[label_column]!r}, not "
+                f"{'labels' if string_labels else 'integer class ids'} ({kinds}); available columns: {available}."
             )
     else:
         typed = [name for name, feature in features.items() if isinstance(feature, datasets.ClassLabel)]
-        named = [name for name in LABEL_COLUMN_CANDIDATES if name in features and is_class_id_feature(features[name])]
+        named = [name for name in LABEL_COLUMN_CANDIDATES if name in features and is_label(features[name])]
         label_column = (typed or named or [None])[0]
     if require_label and label_column is None:
         raise ValueError(

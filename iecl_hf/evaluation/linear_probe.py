@@ -131,11 +131,11 @@ def prepare_eval_splits(
             f"--train_split {train_split!r} is not a split of the dataset; available splits: {available}."
         )
     train = dataset[train_split]
-    columns = detect_columns(train.features, image_column, label_column, require_label=True)
+    columns = detect_columns(train.features, image_column, label_column, require_label=True, string_labels=True)
     notices = []
     if test_split in dataset:
         test = dataset[test_split]
-        detect_columns(test.features, columns.image, columns.label, require_label=True)
+        detect_columns(test.features, columns.image, columns.label, require_label=True, string_labels=True)
         train, test, label_names = _encode_labels(train, test, columns.label)
         test_description = test_split
     else:

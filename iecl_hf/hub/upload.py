@@ -2,6 +2,7 @@
 
 import logging
 import shlex
+import sys
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,11 @@ def push_output_folder(
     return str(repo_url)
 
 
-def push_release(args, say=print, report_error=print, commit_message: str = "Upload IE-CL model") -> int:
+def print_to_stderr(message: str):
+    print(message, file=sys.stderr)
+
+
+def push_release(args, say=print, report_error=print_to_stderr, commit_message: str = "Upload IE-CL model") -> int:
     """--push_to_hub of a recipe (`args`: output_dir and the Hub flags): 0 when pushed, 1 when the upload failed (the
     output folder stays complete; the error says how to retry)."""
     try:

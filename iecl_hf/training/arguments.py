@@ -171,7 +171,9 @@ FEATURE_EPOCHS, AUGMENT_EPOCHS = 100, 10
 class LinearEvalArguments(CheckpointArguments, DatasetArguments, HubArguments, ConfigFileArguments):
     random_init: bool = option(False, "Evaluate an untrained encoder of the checkpoint's config instead (the floor).")
     output_dir: str | None = option(
-        None, "Default: CKPT-linear-eval (CKPT-linear-eval-random-init with --random_init)."
+        None,
+        "Default: CKPT-linear-eval for a local checkpoint, outputs/OWNER--NAME-linear-eval for a Hub id "
+        "(-random-init appended with --random_init).",
     )
     test_split: str = option("test", "If the dataset has no such split, --holdout_fraction of train is held out.")
     holdout_fraction: float = option(
@@ -370,6 +372,7 @@ def model_config_values(train_args, model_args) -> dict:
     """Preset, then one flag per field, then --model_config_overrides (the last wins).
 
     With --model_name_or_path there is no preset (the checkpoint's config is the base): only the flags and overrides.
+    `train_args.preset` is set to the preset used ("auto" resolved; "none" with a checkpoint), not a config field.
     """
     preset = train_args.preset
     if train_args.model_name_or_path:
@@ -408,7 +411,7 @@ def model_config_values(train_args, model_args) -> dict:
             raise ValueError(
                 f"IECLConfig.{name} must be 3 numbers (a JSON list such as [0.5, 0.5, 0.5]), got {value!r}."
             )
-    values["_preset"] = preset
+    train_args.preset = preset
     return values
 
 

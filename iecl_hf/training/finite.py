@@ -3,7 +3,11 @@ last checkpoint on disk stays the last good one)."""
 
 import torch
 
-RESUME_ADVICE = "Resume with --resume_from_checkpoint latest and a lower --learning_rate, or --mixed_precision no."
+# --mixed_precision is accelerate's flag (the recipe takes it from `accelerate launch` / `accelerate config`).
+RESUME_ADVICE = (
+    "Resume with --resume_from_checkpoint latest and a lower --learning_rate, or without mixed precision "
+    "(accelerate launch --mixed_precision no recipes/pretrain.py ...)."
+)
 
 
 class NonFiniteLossError(RuntimeError):

@@ -460,7 +460,7 @@ class PretrainingStep:
             return None
         training.scheduler.step()
         training.unwrapped.update_momentum_encoder(step / training.max_train_steps)  # MoCo / BYOL; no-op for SimCLR
-        training.state.images_seen += len(view_1) * accelerator.num_processes * self.args.gradient_accumulation_steps
+        training.state.images_seen += self.images
         result, self.images = StepResult(terms, self.images), 0
         return result
 
@@ -546,4 +546,4 @@ def push(args, accelerator) -> int:
     """Upload the release folder with --push_to_hub (main process); 1 when the upload failed (the output stays)."""
     if not (args.push_to_hub and accelerator.is_main_process):
         return 0
-    return push_release(args, say=accelerator.print, report_error=accelerator.print)
+    return push_release(args, say=accelerator.print)  # errors to stderr, as the other recipes' push

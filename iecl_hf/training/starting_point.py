@@ -15,15 +15,30 @@ logger = transformers_logging.get_logger(__name__)
 
 # Saved by transformers beside the fields; they describe the file, not the model to build.
 _FILE_KEYS = ("transformers_version", "architectures", "auto_map")
+# The encoder whose weights a checkpoint holds. A flag may not change it: most changes mis-size a weight, but some
+# load without error into another network (a 3x3 stem of stride 1 instead of 2 has the same kernel).
+ENCODER_FIELDS = ("backbone", "backbone_kwargs", "stem")
 
 
 def pretraining_config(model_values: dict, model_name_or_path: str | None = None, **hub_kwargs) -> IECLConfig:
     """The preset and flags (`model_values`), or the checkpoint's config with them on top. Raises `ValueError` for
-    a bad field, an unreadable checkpoint or one of another model type."""
+    a bad field, an unreadable checkpoint, one of another model type, or a flag that changes its encoder."""
     if not model_name_or_path:
         return IECLConfig(**model_values)
     saved = {k: v for k, v in fetch_config_dict(model_name_or_path, **hub_kwargs).items() if k not in _FILE_KEYS}
-    return IECLConfig.from_dict({**saved, **_framework_defaults_to_resolve(saved, model_values), **model_values})
+    config = IECLConfig.from_dict({**saved, **_framework_defaults_to_resolve(saved, model_values), **model_values})
+    checkpoint = IECLConfig.from_dict(saved)
+    changed = [name for name in ENCODER_FIELDS if getattr(config, name) != getattr(checkpoint, name)]
+    if changed:
+        flags = ", ".join(
+            f"--{name} {getattr(config, name)!r} (checkpoint: {getattr(checkpoint, name)!r})" for name in changed
+        )
+        raise ValueError(
+            f"--model_name_or_path {model_name_or_path!r} with {flags}: the checkpoint's weights are for its own "
+            "encoder. Drop these flags to continue from it, or drop --model_name_or_path to train this encoder "
+            "from scratch."
+        )
+    return config
 
 
 def _framework_defaults_to_resolve(saved: dict, model_values: dict) -> dict:
