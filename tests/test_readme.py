@@ -43,6 +43,27 @@ def test_fresh_machine_commands_match_ci():
     assert "pip install -e ." in main_job
 
 
+def flags_of(argv):
+    """{name: the value the command gives} ("true" for a flag without a value)."""
+    flags = {}
+    for index, token in enumerate(argv):
+        if token.startswith("--"):
+            following = argv[index + 1] if index + 1 < len(argv) else "--"
+            flags[token[2:]] = "true" if following.startswith("--") else following
+    return flags
+
+
+def assert_parsed_as_written(argv, *parsed):
+    """Each flag of the command reaches the recipe with its value (not dropped, renamed or overridden)."""
+    flags = flags_of(argv)
+    assert flags
+    for name, written in flags.items():
+        holders = [p for p in parsed if (name in p if isinstance(p, dict) else hasattr(p, name))]
+        assert holders, f"--{name} is not an argument of the recipe"
+        value = holders[0][name] if isinstance(holders[0], dict) else getattr(holders[0], name)
+        assert str(value).lower() == written.lower(), (name, value, written)
+
+
 @pytest.mark.parametrize("command", [c for c in shell_commands() if "recipes/pretrain.py" in c and "--" in c])
 def test_pretrain_examples_parse(command):
     """The README's pretraining commands use only arguments the recipe knows (they need data or a GPU to run)."""
@@ -52,6 +73,7 @@ def test_pretrain_examples_parse(command):
     argv = shlex.split(command.split("recipes/pretrain.py", 1)[1])
     data_args, train_args, model_values = parse_args(argv)
     validate_train_args(data_args, train_args)  # the recipe's own checks, before any data is read
+    assert_parsed_as_written(argv, data_args, train_args, model_values)
     if not train_args.model_name_or_path:  # else the config comes from the checkpoint, on top of its saved one
         pretraining_config(model_values)  # the config the recipe builds from the preset and flags
 
@@ -64,4 +86,4 @@ def test_linear_eval_examples_parse(command):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     argv = shlex.split(command.split("recipes/linear_eval.py", 1)[1])
-    assert module.parse_args(argv).model_name_or_path
+    assert_parsed_as_written(argv, module.parse_args(argv))
