@@ -242,7 +242,7 @@ def test_projection_output_batchnorm_normalizes_the_projections_of_every_framewo
 
 
 @pytest.mark.parametrize(
-    "framework, output_batchnorm, lambda_entropy", [("simclr", True, 1.0), ("moco", False, 0.1), ("byol", False, 0.1)]
+    "framework, output_batchnorm, lambda_entropy", [("simclr", True, 1.0), ("moco", False, 1.0), ("byol", False, 1.0)]
 )
 def test_unset_fields_take_the_frameworks_measured_values(framework, output_batchnorm, lambda_entropy, tmp_path):
     config = IECLConfig(**TINY, framework=framework)
