@@ -203,12 +203,14 @@ def detect_columns(
                 f"--label_column {label_column!r} is not a column of the dataset; available columns: {available}."
             )
         if not is_label(features[label_column]):
-            kinds = (
-                "a ClassLabel, an integer or a string Value" if string_labels else "a ClassLabel or an integer Value"
+            expected = (
+                "labels (a ClassLabel, an integer or a string Value)"
+                if string_labels
+                else "integer class ids (a ClassLabel or an integer Value)"
             )
             raise ValueError(
-                f"--label_column {label_column!r} holds {features[label_column]!r}, not "
-                f"{'labels' if string_labels else 'integer class ids'} ({kinds}); available columns: {available}."
+                f"--label_column {label_column!r} holds {features[label_column]!r}, not {expected}; "
+                f"available columns: {available}."
             )
     else:
         typed = [name for name, feature in features.items() if isinstance(feature, datasets.ClassLabel)]
