@@ -23,7 +23,7 @@ from iecl_hf.data import (  # noqa: E402
     load_image_dataset,
     load_size_for,
 )
-from iecl_hf.data.augmentations import blur_kernel, crop_scale, uint8_transform  # noqa: E402
+from iecl_hf.data.augmentations import Letterbox, blur_kernel, crop_scale  # noqa: E402
 from iecl_hf.frameworks_iecl import ProjectionHead  # noqa: E402
 from iecl_hf.training.arguments import PRESETS  # noqa: E402
 from iecl_hf.training.optim import build_optimizer, build_scheduler  # noqa: E402
@@ -102,9 +102,12 @@ def main():
 
         def __getitem__(self, index):
             image = decode_image(split[index][columns.image])
-            return (transform(image) if args.views == "lightly" else uint8_image(image)), 0
+            if args.views == "lightly":
+                return transform(image), 0
+            example = letterbox(image)
+            return (example["images"], example["image_sizes"]), 0
 
-    uint8_image = uint8_transform(load_size_for(config.image_size))
+    letterbox = Letterbox(load_size_for(config.image_size))
     batched_views = BatchedSimCLRAugmentation(config.image_size).to(device)
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (config.image_mean, config.image_std))
 
@@ -112,8 +115,8 @@ def main():
         """The two normalized views of a batch: lightly's (made in the loader) or ours (made here, batched)."""
         if args.views == "lightly":
             return batch[0].to(device), batch[1].to(device)
-        images = batch.to(device)
-        return tuple((batched_views(images) - mean) / std for _ in range(2))
+        images, sizes = (part.to(device) for part in batch)
+        return tuple((batched_views(images, image_sizes=sizes) - mean) / std for _ in range(2))
 
     loader = DataLoader(
         Views(),

@@ -175,9 +175,11 @@ class Recipe:
             ]
 
     def step(self, mark=no_phases):
-        images = next(self.batches)["images"].to(self.device, non_blocking=True)
+        batch = next(self.batches)
+        images = batch["images"].to(self.device, non_blocking=True)
+        sizes = batch["image_sizes"].to(self.device, non_blocking=True)
         mark("loading")
-        view_1, view_2 = self.augmentation(images), self.augmentation(images)
+        view_1, view_2 = self.augmentation(images, image_sizes=sizes), self.augmentation(images, image_sizes=sizes)
         mark("augmentation")
         if self.model is not None:
             self.steps += 1

@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from iecl_hf.data import SimCLRViewSpec
-from iecl_hf.data.augmentations import torchvision_transform
+from iecl_hf.data.augmentations import Letterbox, torchvision_transform
 from iecl_hf.data.batched_augmentation import (
     BRIGHTNESS,
     CONTRAST,
@@ -65,6 +65,57 @@ def test_crop_boxes_follow_torchvision(image_size, height, width):
     for key in ours_stats:
         p_value = stats.ks_2samp(ours_stats[key], reference_stats[key]).pvalue
         assert p_value > 1e-3, (key, p_value)
+
+
+def test_letterboxed_crops_follow_torchvision_on_the_whole_image():
+    """Non-square images are letterboxed (`Letterbox`: the whole image, long side to the array's side, padding
+    after it): the crops of each image are drawn inside its own extent and follow torchvision's sampler on that
+    image, both of a batch's two shapes, so they reach the long side's ends as the per-image crops do (crops from
+    the centre square would not: their left offsets would all lie in the middle)."""
+    spec = SimCLRViewSpec.simclr(32)
+    shapes = torch.tensor([[24, 32], [32, 20]]).repeat(DRAWS, 1)  # (height, width), alternating
+    generator = torch.Generator().manual_seed(1)
+    boxes = sample_crop_boxes(spec, 2 * DRAWS, 32, 32, generator=generator, image_sizes=shapes).double().numpy()
+    for index, (height, width) in enumerate(((24, 32), (32, 20))):
+        ours = boxes[index::2]
+        assert (ours[:, 0] + ours[:, 2] <= width).all() and (ours[:, 1] + ours[:, 3] <= height).all()
+        reference = torchvision_boxes(height, width, spec.crop_scale, spec.crop_ratio, DRAWS)
+        ours_stats, reference_stats = box_statistics(ours, height, width), box_statistics(reference, height, width)
+        for key in ours_stats:
+            p_value = stats.ks_2samp(ours_stats[key], reference_stats[key]).pvalue
+            assert p_value > 1e-3, (height, width, key, p_value)
+    # Without the sizes the same batch's crops cover the padding (the whole 32 x 32 array): the test can fail.
+    unsized = sample_crop_boxes(spec, 2 * DRAWS, 32, 32, generator=torch.Generator().manual_seed(1)).numpy()
+    assert (unsized[0::2, 1] + unsized[0::2, 3] > 24).any()
+
+
+def test_letterboxed_views_never_show_the_padding():
+    """A white non-square image, letterboxed on black: every pixel of every view is white (no jitter or greyscale
+    to change it); a crop that reached into the padding would bring black in."""
+    from PIL import Image
+
+    spec = SimCLRViewSpec(32, crop_scale=(0.2, 1.0), jitter_p=0.0, grayscale_p=0.0)
+    examples = [Letterbox(32)(Image.new("RGB", size, "white")) for size in ((64, 24), (18, 40), (32, 32))]
+    images = torch.stack([e["images"] for e in examples]).repeat(100, 1, 1, 1)
+    sizes = torch.stack([e["image_sizes"] for e in examples]).repeat(100, 1)
+    assert sizes[:3].tolist() == [[12, 32], [32, 14], [32, 32]]  # (height, width), the long side 32
+    assert (images[0, :, 12:] == 0).all() and (images[0, :, :12] == 255).all()  # image at the top, then padding
+    augmentation = BatchedSimCLRAugmentation(spec=spec)
+    views = augmentation(images, generator=torch.Generator().manual_seed(5), image_sizes=sizes)
+    assert (views == 1.0).all()
+    unsized = augmentation(images, generator=torch.Generator().manual_seed(5))
+    assert (unsized < 1.0).any()  # the check above can fail
+
+
+def test_letterbox_keeps_a_square_images_pixels():
+    """A square image is only resized (no padding): the pixels the centre-square loader gave, so CIFAR-style data
+    trains exactly as before."""
+    from PIL import Image
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    example = Letterbox(32)(image)
+    before = v2.Compose([v2.ToImage(), v2.Resize(32, antialias=True), v2.CenterCrop(32)])(image)
+    assert torch.equal(example["images"], before) and example["image_sizes"].tolist() == [32, 32]
 
 
 def test_a_wrong_crop_scale_range_is_detected():

@@ -35,8 +35,12 @@ def test_the_same_batches_as_the_per_example_path(split, tmp_path, image_size):
         ours = passthrough(decoded.__getitems__(indices))
         reference = TwoViewCollator()([per_example[i] for i in indices])
         torch.testing.assert_close(ours["images"], reference["images"], rtol=0, atol=0)
+        torch.testing.assert_close(ours["image_sizes"], reference["image_sizes"], rtol=0, atol=0)
         assert int(ours["num_skipped"]) == int(reference["num_skipped"])
-    assert int(decoded.__getitems__(list(range(len(split))))["num_skipped"]) == len(corrupt_images())
+    everything = decoded.__getitems__(list(range(len(split))))
+    assert int(everything["num_skipped"]) == len(corrupt_images())
+    heights, widths = everything["image_sizes"].unbind(dim=1)
+    assert (heights != widths).any() and int(torch.maximum(heights, widths).min()) == decoded.load_size  # letterboxed
 
 
 def test_the_array_is_decoded_once_per_split(split, tmp_path, monkeypatch):

@@ -1,6 +1,6 @@
 """Data for the recipes: loading any image dataset, decoding robustly, and the SimCLR augmentations."""
 
-from .augmentations import SimCLRAugmentation, SimCLRViewSpec, eval_transform, load_size_for
+from .augmentations import Letterbox, SimCLRAugmentation, SimCLRViewSpec, eval_transform, load_size_for
 from .batched_augmentation import BatchedSimCLRAugmentation
 from .decoding import decode_image
 from .loading import (
@@ -17,6 +17,7 @@ __all__ = [
     "SimCLRViewSpec",
     "BatchedSimCLRAugmentation",
     "load_size_for",
+    "Letterbox",
     "make_uint8_dataset",
     "eval_transform",
     "decode_image",

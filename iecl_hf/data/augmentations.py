@@ -103,11 +103,23 @@ def eval_transform(image_size: int):
 
 
 def load_size_for(image_size: int) -> int:
-    """Side of the decoded images the loader hands to the batched augmentation (crops are taken from it): the
-    evaluation resize (`resize_size_for`)."""
+    """Side of the square the loader hands each decoded image to the batched augmentation in (crops are taken from
+    it): the evaluation resize (`resize_size_for`)."""
     return resize_size_for(image_size)
 
 
-def uint8_transform(load_size: int):
-    """Decoded PIL image -> uint8 (3, load_size, load_size): resize the short side, centre crop."""
-    return v2.Compose([v2.ToImage(), v2.Resize(load_size, antialias=True), v2.CenterCrop(load_size)])
+class Letterbox:
+    """Decoded PIL image -> {"images": uint8 (3, L, L), "image_sizes": (height, width)}: the whole image resized so
+    its long side is L (aspect ratio kept; a square image is simply resized to L x L), at the top left of an L x L
+    canvas padded with zeros. The batched crops are drawn inside `image_sizes`, so they cover the whole image, as
+    torchvision's per-image crops do, and never the padding."""
+
+    def __init__(self, load_size: int):
+        self.load_size = load_size
+        self.resize = v2.Compose([v2.ToImage(), v2.Resize(size=None, max_size=load_size, antialias=True)])
+
+    def __call__(self, image) -> dict:
+        resized = self.resize(image)
+        height, width = resized.shape[-2:]
+        padded = torch.nn.functional.pad(resized, (0, self.load_size - width, 0, self.load_size - height))
+        return {"images": padded, "image_sizes": torch.tensor([height, width])}

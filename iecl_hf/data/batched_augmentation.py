@@ -46,43 +46,50 @@ def _uniform(low, high, shape, device, generator):
     return low + (high - low) * torch.rand(shape, device=device, generator=generator)
 
 
-def sample_crop_boxes(spec: SimCLRViewSpec, batch: int, height: int, width: int, device=None, generator=None):
+def sample_crop_boxes(
+    spec: SimCLRViewSpec, batch: int, height: int, width: int, device=None, generator=None, image_sizes=None
+):
     """(B, 4) boxes (left, top, width, height): torchvision's RandomResizedCrop sampling, vectorized. Each image tries
     `CROP_TRIES` (area, log aspect ratio) draws and keeps the first that fits; none fitting gives a centre crop at
-    the nearest allowed ratio."""
-    area = height * width
-    target_area = area * _uniform(*spec.crop_scale, (batch, CROP_TRIES), device, generator)
+    the nearest allowed ratio. `image_sizes` (B, 2): each image's own (height, width) at the top left of the
+    `height` x `width` array (letterboxed images, `Letterbox`); None: every image fills the array."""
+    if image_sizes is None:
+        heights = torch.full((batch,), float(height), device=device)
+        widths = torch.full((batch,), float(width), device=device)
+    else:
+        heights, widths = image_sizes.to(device=device, dtype=torch.float32).unbind(dim=1)
+    target_area = (heights * widths)[:, None] * _uniform(*spec.crop_scale, (batch, CROP_TRIES), device, generator)
     log_ratio = _uniform(
         math.log(spec.crop_ratio[0]), math.log(spec.crop_ratio[1]), (batch, CROP_TRIES), device, generator
     )
     ratio = torch.exp(log_ratio)
     w = torch.round(torch.sqrt(target_area * ratio))
     h = torch.round(torch.sqrt(target_area / ratio))
-    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    fits = (w > 0) & (w <= widths[:, None]) & (h > 0) & (h <= heights[:, None])
     first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first try that fits (0 when none does)
     w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
 
     # No try fits: the whole image, cut to the ratio range.
-    in_ratio = width / height
-    if in_ratio < min(spec.crop_ratio):
-        fallback_w, fallback_h = width, round(width / min(spec.crop_ratio))
-    elif in_ratio > max(spec.crop_ratio):
-        fallback_w, fallback_h = round(height * max(spec.crop_ratio)), height
-    else:
-        fallback_w, fallback_h = width, height
+    min_ratio, max_ratio = min(spec.crop_ratio), max(spec.crop_ratio)
+    in_ratio = widths / heights
+    fallback_w = torch.where(in_ratio > max_ratio, torch.round(heights * max_ratio), widths)
+    fallback_h = torch.where(in_ratio < min_ratio, torch.round(widths / min_ratio), heights)
     any_fit = fits.any(dim=1)
-    w = torch.where(any_fit, w, torch.full_like(w, fallback_w))
-    h = torch.where(any_fit, h, torch.full_like(h, fallback_h))
+    w = torch.where(any_fit, w, fallback_w)
+    h = torch.where(any_fit, h, fallback_h)
     # Position: uniform over the valid offsets (torch.randint(0, H - h + 1) per image); centred in the fallback.
-    top = torch.floor(torch.rand(batch, device=device, generator=generator) * (height - h + 1))
-    left = torch.floor(torch.rand(batch, device=device, generator=generator) * (width - w + 1))
-    top = torch.where(any_fit, top, (height - h) // 2)
-    left = torch.where(any_fit, left, (width - w) // 2)
+    top = torch.floor(torch.rand(batch, device=device, generator=generator) * (heights - h + 1))
+    left = torch.floor(torch.rand(batch, device=device, generator=generator) * (widths - w + 1))
+    top = torch.where(any_fit, top, (heights - h) // 2)
+    left = torch.where(any_fit, left, (widths - w) // 2)
     return torch.stack([left, top, w, h], dim=1)
 
 
-def sample_view_params(spec: SimCLRViewSpec, batch: int, height: int, width: int, device=None, generator=None):
-    """Every random choice of one batch of views, in a few tensor ops (from `generator`, else the device's RNG)."""
+def sample_view_params(
+    spec: SimCLRViewSpec, batch: int, height: int, width: int, device=None, generator=None, image_sizes=None
+):
+    """Every random choice of one batch of views, in a few tensor ops (from `generator`, else the device's RNG).
+    `image_sizes`: as in `sample_crop_boxes`."""
 
     def bernoulli(p):
         return torch.rand(batch, device=device, generator=generator) < p
@@ -90,7 +97,7 @@ def sample_view_params(spec: SimCLRViewSpec, batch: int, height: int, width: int
     def around_one(strength):
         return _uniform(max(0.0, 1 - strength), 1 + strength, batch, device, generator)
 
-    boxes = sample_crop_boxes(spec, batch, height, width, device, generator)
+    boxes = sample_crop_boxes(spec, batch, height, width, device, generator, image_sizes)
     flip = bernoulli(spec.flip_p)
     jitter = bernoulli(spec.jitter_p)
     factors = torch.stack([around_one(spec.brightness), around_one(spec.contrast), around_one(spec.saturation),
@@ -294,7 +301,9 @@ class BatchedSimCLRAugmentation(torch.nn.Module):
     """SimCLR views of a uint8 (or [0, 1] float) batch (B, 3, H, W) on its device, from `SimCLRViewSpec.simclr`.
     A uint8 batch stays on the 8-bit grid after each operation, as torchvision's transform of uint8 images; a float
     batch is computed exactly. The views are float in [0, 1] either way. `masked_jitter`: the colour jitter's
-    execution (`colour_jitter`; None: masked off the CPU); the views are the same."""
+    execution (`colour_jitter`; None: masked off the CPU); the views are the same. `image_sizes` (B, 2): each
+    image's (height, width) at the top left of the batch's array (letterboxed, `Letterbox`); the crops stay inside
+    it. None: every image fills the array."""
 
     def __init__(
         self,
@@ -308,11 +317,16 @@ class BatchedSimCLRAugmentation(torch.nn.Module):
         self.masked_jitter = masked_jitter
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator | None = None,
+        image_sizes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         uint8 = images.dtype == torch.uint8
         images = images.float() / 255 if uint8 else images.float()
         batch, _, height, width = images.shape
-        params = sample_view_params(self.spec, batch, height, width, images.device, generator)
+        params = sample_view_params(self.spec, batch, height, width, images.device, generator, image_sizes)
         return apply_view_params(images, params, self.spec, uint8, self.masked_jitter)
 
     def extra_repr(self) -> str:

@@ -3,7 +3,7 @@
 import datasets
 import torch
 
-from .augmentations import eval_transform, load_size_for, uint8_transform
+from .augmentations import Letterbox, eval_transform, load_size_for
 from .decoding import decode_image
 from .loading import DatasetColumns
 
@@ -11,7 +11,8 @@ from .loading import DatasetColumns
 class ExampleTransform:
     """Batch transform for `Dataset.with_transform`: one output dict per example, or None for an undecodable image.
 
-    `views` maps output keys to image transforms (e.g. two draws of the SimCLR augmentation).
+    `views` maps output keys to image transforms (e.g. two draws of the SimCLR augmentation); a transform that
+    returns a dict (`Letterbox`) gives its keys instead of its own.
     """
 
     def __init__(self, columns: DatasetColumns, views: dict):
@@ -21,7 +22,10 @@ class ExampleTransform:
         image = decode_image(raw_image)
         if image is None:
             return None
-        example = {key: transform(image) for key, transform in self.views.items()}
+        example = {}
+        for key, transform in self.views.items():
+            output = transform(image)
+            example.update(output if isinstance(output, dict) else {key: output})
         if self.columns.label is not None:
             example["labels"] = torch.tensor(int(label))
         return example
@@ -75,10 +79,10 @@ def make_two_view_dataset(dataset, columns: DatasetColumns, augmentation):
 
 
 def make_uint8_dataset(dataset, columns: DatasetColumns, image_size: int):
-    """Each example -> {"images" (uint8, load size), "labels"?}: the loader only decodes and resizes; the
-    SimCLR augmentation runs batched on the device (`BatchedSimCLRAugmentation`)."""
+    """Each example -> {"images" (uint8, letterboxed to the load size), "image_sizes", "labels"?}: the loader only
+    decodes and resizes; the SimCLR augmentation runs batched on the device (`BatchedSimCLRAugmentation`)."""
     return apply_example_transform(
-        dataset, ExampleTransform(columns, {"images": uint8_transform(load_size_for(image_size))})
+        dataset, ExampleTransform(columns, {"images": Letterbox(load_size_for(image_size))})
     )
 
 

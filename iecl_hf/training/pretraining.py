@@ -428,7 +428,9 @@ class PretrainingStep:
         state.skipped_images += int(batch["num_skipped"])
         if "images" in batch:
             images = batch["images"].to(device, non_blocking=True)
-            view_1, view_2 = self.data.device_augmentation(images), self.data.device_augmentation(images)
+            sizes = batch["image_sizes"].to(device, non_blocking=True)
+            augment = self.data.device_augmentation
+            view_1, view_2 = augment(images, image_sizes=sizes), augment(images, image_sizes=sizes)
         else:
             view_1, view_2 = batch["pixel_values"].to(device), batch["pixel_values_2"].to(device)
         memory_format = self.training.memory_format
