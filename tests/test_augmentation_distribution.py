@@ -118,6 +118,25 @@ def test_letterbox_keeps_a_square_images_pixels():
     assert torch.equal(example["images"], before) and example["image_sizes"].tolist() == [32, 32]
 
 
+def test_letterbox_resizes_the_long_side_as_torchvision_and_keeps_a_thin_image():
+    """The image part is torchvision's `Resize(size=None, max_size=L)`; an image thinner than 1/L (300 x 1) keeps a
+    1 px short side, where that resize would fail on a zero size, and its crop is torchvision's fallback."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for width, height in ((500, 375), (17, 45), (33, 31)):
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        example = Letterbox(32)(image)
+        expected = v2.Compose([v2.ToImage(), v2.Resize(size=None, max_size=32, antialias=True)])(image)
+        h, w = example["image_sizes"].tolist()
+        assert torch.equal(example["images"][:, :h, :w], expected) and max(h, w) == 32
+        assert (example["images"][:, h:] == 0).all() and (example["images"][:, :, w:] == 0).all()
+    thin = Letterbox(32)(Image.new("RGB", (300, 1), "white"))
+    assert thin["image_sizes"].tolist() == [1, 32]
+    box = sample_crop_boxes(SimCLRViewSpec.simclr(32), 1, 32, 32, image_sizes=thin["image_sizes"][None])
+    assert box.tolist() == [[15.0, 0.0, 1.0, 1.0]]  # no try fits: the centre, cut to the 4:3 ratio limit
+
+
 def test_a_wrong_crop_scale_range_is_detected():
     """The comparison above has the power to see a wrong scale range (0.08 instead of CIFAR's 0.2)."""
     spec = SimCLRViewSpec.simclr(32)
