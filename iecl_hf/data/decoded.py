@@ -62,8 +62,8 @@ class DecodedImages(torch.utils.data.Dataset):
         for index, example in enumerate(undecoded(split, self.columns).select_columns([self.columns.image])):
             image = decode_image(example[self.columns.image])
             if image is not None:
-                example = letterbox(image)
-                images[index], sizes[index] = example["images"].numpy(), example["image_sizes"].numpy()
+                boxed = letterbox(image)
+                images[index], sizes[index] = boxed["images"].numpy(), boxed["image_sizes"].numpy()
                 valid[index] = True
         images.flush()
         del images
