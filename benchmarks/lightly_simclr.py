@@ -104,8 +104,7 @@ def main():
             image = decode_image(split[index][columns.image])
             if args.views == "lightly":
                 return transform(image), 0
-            example = letterbox(image)
-            return (example["images"], example["image_sizes"]), 0
+            return (letterbox(image), letterbox.size(image)), 0
 
     letterbox = Letterbox(load_size_for(config.image_size))
     batched_views = BatchedSimCLRAugmentation(config.image_size).to(device)

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from scipy import stats
 from torchvision import transforms
 from torchvision.transforms import v2
@@ -92,12 +93,10 @@ def test_letterboxed_crops_follow_torchvision_on_the_whole_image():
 def test_letterboxed_views_never_show_the_padding():
     """A white non-square image, letterboxed on black: every pixel of every view is white (no jitter or greyscale
     to change it); a crop that reached into the padding would bring black in."""
-    from PIL import Image
-
     spec = SimCLRViewSpec(32, crop_scale=(0.2, 1.0), jitter_p=0.0, grayscale_p=0.0)
-    examples = [Letterbox(32)(Image.new("RGB", size, "white")) for size in ((64, 24), (18, 40), (32, 32))]
-    images = torch.stack([e["images"] for e in examples]).repeat(100, 1, 1, 1)
-    sizes = torch.stack([e["image_sizes"] for e in examples]).repeat(100, 1)
+    letterbox, whites = Letterbox(32), [Image.new("RGB", size, "white") for size in ((64, 24), (18, 40), (32, 32))]
+    images = torch.stack([letterbox(image) for image in whites]).repeat(100, 1, 1, 1)
+    sizes = torch.stack([letterbox.size(image) for image in whites]).repeat(100, 1)
     assert sizes[:3].tolist() == [[12, 32], [32, 14], [32, 32]]  # (height, width), the long side 32
     assert (images[0, :, 12:] == 0).all() and (images[0, :, :12] == 255).all()  # image at the top, then padding
     augmentation = BatchedSimCLRAugmentation(spec=spec)
@@ -110,30 +109,25 @@ def test_letterboxed_views_never_show_the_padding():
 def test_letterbox_keeps_a_square_images_pixels():
     """A square image is only resized (no padding): the pixels the centre-square loader gave, so CIFAR-style data
     trains exactly as before."""
-    from PIL import Image
-
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8))
-    example = Letterbox(32)(image)
     before = v2.Compose([v2.ToImage(), v2.Resize(32, antialias=True), v2.CenterCrop(32)])(image)
-    assert torch.equal(example["images"], before) and example["image_sizes"].tolist() == [32, 32]
+    assert torch.equal(Letterbox(32)(image), before) and Letterbox(32).size(image).tolist() == [32, 32]
 
 
 def test_letterbox_resizes_the_long_side_as_torchvision_and_keeps_a_thin_image():
     """The image part is torchvision's `Resize(size=None, max_size=L)`; an image thinner than 1/L (300 x 1) keeps a
     1 px short side, where that resize would fail on a zero size, and its crop is torchvision's fallback."""
-    from PIL import Image
-
     rng = np.random.default_rng(1)
     for width, height in ((500, 375), (17, 45), (33, 31)):
         image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-        example = Letterbox(32)(image)
+        boxed = Letterbox(32)(image)
         expected = v2.Compose([v2.ToImage(), v2.Resize(size=None, max_size=32, antialias=True)])(image)
-        h, w = example["image_sizes"].tolist()
-        assert torch.equal(example["images"][:, :h, :w], expected) and max(h, w) == 32
-        assert (example["images"][:, h:] == 0).all() and (example["images"][:, :, w:] == 0).all()
-    thin = Letterbox(32)(Image.new("RGB", (300, 1), "white"))
-    assert thin["image_sizes"].tolist() == [1, 32]
-    box = sample_crop_boxes(SimCLRViewSpec.simclr(32), 1, 32, 32, image_sizes=thin["image_sizes"][None])
+        h, w = Letterbox(32).size(image).tolist()
+        assert torch.equal(boxed[:, :h, :w], expected) and max(h, w) == 32
+        assert (boxed[:, h:] == 0).all() and (boxed[:, :, w:] == 0).all()
+    thin = Image.new("RGB", (300, 1), "white")
+    assert Letterbox(32)(thin).shape == (3, 32, 32) and Letterbox(32).size(thin).tolist() == [1, 32]
+    box = sample_crop_boxes(SimCLRViewSpec.simclr(32), 1, 32, 32, image_sizes=Letterbox(32).size(thin)[None])
     assert box.tolist() == [[15.0, 0.0, 1.0, 1.0]]  # no try fits: the centre, cut to the 4:3 ratio limit
 
 

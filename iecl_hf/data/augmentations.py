@@ -109,19 +109,23 @@ def load_size_for(image_size: int) -> int:
 
 
 class Letterbox:
-    """Decoded PIL image -> {"images": uint8 (3, L, L), "image_sizes": (height, width)}: the whole image resized so
-    its long side is L (aspect ratio kept, the short side at least 1 px; a square image is simply resized to L x L),
-    at the top left of an L x L canvas padded with zeros. The batched crops are drawn inside `image_sizes`, so they
+    """Decoded PIL image -> uint8 (3, L, L): the whole image resized so its long side is L (aspect ratio kept, the
+    short side at least 1 px; a square image is simply resized to L x L), at the top left of an L x L canvas padded
+    with zeros. `size(image)` is the (height, width) it takes there: the batched crops are drawn inside it, so they
     cover the whole image, as torchvision's per-image crops do, and never the padding."""
 
     def __init__(self, load_size: int):
         self.load_size = load_size
 
-    def __call__(self, image) -> dict:
+    def size(self, image) -> torch.Tensor:
+        """(height, width) of the resized image: torchvision's `Resize(size=None, max_size=L)` arithmetic, with a
+        1 px floor on the short side (an image thinner than 1/L would otherwise get a zero size)."""
+        height, width = v2.functional.get_size(image)
+        long = max(height, width)
+        return torch.tensor([max(1, int(self.load_size * height / long)), max(1, int(self.load_size * width / long))])
+
+    def __call__(self, image) -> torch.Tensor:
         image = v2.functional.to_image(image)
-        height, width = image.shape[-2:]
-        long = max(height, width)  # torchvision's Resize(size=None, max_size=L) arithmetic, then the 1 px floor
-        height, width = max(1, int(self.load_size * height / long)), max(1, int(self.load_size * width / long))
+        height, width = self.size(image).tolist()
         resized = v2.functional.resize(image, [height, width], antialias=True)
-        padded = torch.nn.functional.pad(resized, (0, self.load_size - width, 0, self.load_size - height))
-        return {"images": padded, "image_sizes": torch.tensor([height, width])}
+        return torch.nn.functional.pad(resized, (0, self.load_size - width, 0, self.load_size - height))

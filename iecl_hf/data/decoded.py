@@ -62,8 +62,7 @@ class DecodedImages(torch.utils.data.Dataset):
         for index, example in enumerate(undecoded(split, self.columns).select_columns([self.columns.image])):
             image = decode_image(example[self.columns.image])
             if image is not None:
-                boxed = letterbox(image)
-                images[index], sizes[index] = boxed["images"].numpy(), boxed["image_sizes"].numpy()
+                images[index], sizes[index] = letterbox(image).numpy(), letterbox.size(image).numpy()
                 valid[index] = True
         images.flush()
         del images

@@ -11,8 +11,7 @@ from .loading import DatasetColumns
 class ExampleTransform:
     """Batch transform for `Dataset.with_transform`: one output dict per example, or None for an undecodable image.
 
-    `views` maps output keys to image transforms (e.g. two draws of the SimCLR augmentation); a transform that
-    returns a dict (`Letterbox`) gives its keys instead of its own.
+    `views` maps output keys to image transforms (e.g. two draws of the SimCLR augmentation).
     """
 
     def __init__(self, columns: DatasetColumns, views: dict):
@@ -22,10 +21,7 @@ class ExampleTransform:
         image = decode_image(raw_image)
         if image is None:
             return None
-        example = {}
-        for key, transform in self.views.items():
-            output = transform(image)
-            example.update(output if isinstance(output, dict) else {key: output})
+        example = {key: transform(image) for key, transform in self.views.items()}
         if self.columns.label is not None:
             example["labels"] = torch.tensor(int(label))
         return example
@@ -81,8 +77,9 @@ def make_two_view_dataset(dataset, columns: DatasetColumns, augmentation):
 def make_uint8_dataset(dataset, columns: DatasetColumns, image_size: int):
     """Each example -> {"images" (uint8, letterboxed to the load size), "image_sizes", "labels"?}: the loader only
     decodes and resizes; the SimCLR augmentation runs batched on the device (`BatchedSimCLRAugmentation`)."""
+    letterbox = Letterbox(load_size_for(image_size))
     return apply_example_transform(
-        dataset, ExampleTransform(columns, {"images": Letterbox(load_size_for(image_size))})
+        dataset, ExampleTransform(columns, {"images": letterbox, "image_sizes": letterbox.size})
     )
 
 
