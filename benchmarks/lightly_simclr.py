@@ -25,6 +25,7 @@ from iecl_hf.data import (  # noqa: E402
 )
 from iecl_hf.data.augmentations import Letterbox, blur_kernel, crop_scale  # noqa: E402
 from iecl_hf.frameworks_iecl import ProjectionHead  # noqa: E402
+from iecl_hf.provenance import provenance  # noqa: E402
 from iecl_hf.training.arguments import PRESETS  # noqa: E402
 from iecl_hf.training.optim import build_optimizer, build_scheduler  # noqa: E402
 
@@ -155,7 +156,16 @@ def main():
     build_image_processor(config).save_pretrained(args.output_dir)
     # Written last, as the recipe does: quality.py takes it as the sign of a finished run.
     with open(os.path.join(args.output_dir, "train_results.json"), "w") as handle:
-        json.dump({"base_loss": sum(epoch_losses) / len(epoch_losses), "epochs": args.num_train_epochs}, handle)
+        json.dump(
+            {
+                "base_loss": sum(epoch_losses) / len(epoch_losses),
+                "epochs": args.num_train_epochs,
+                "args": vars(args),
+                "provenance": provenance(),
+            },
+            handle,
+            default=str,
+        )
 
 
 if __name__ == "__main__":

@@ -2,22 +2,38 @@
 """Representation quality with paired seeds: does IE-CL beat its baseline by more than the seed spread?
 
     python benchmarks/quality.py --quick                          # minutes: a smoke test of the whole pipeline
-    python benchmarks/quality.py                                  # CPU protocol: main pair, 5 paired seeds
+    python benchmarks/quality.py --seeds 0 1 2                    # CPU protocol on the validation split
+    python benchmarks/quality.py --variants simclr simclr:tau=0.1 coding_rate_only iecl --reference simclr:tau=0.1
+    python benchmarks/quality.py --protocol test --seeds 100 101 102 103 104   # final figures only: the test split
     python benchmarks/quality.py --variants simclr generation_only preservation_only --seeds 0 1 2   # ablation cells
     python benchmarks/quality.py --variants iecl --seeds 0 1 2 --base_overrides lambda_entropy=3.0 \
         --work_dir runs/sweep-l3 --compare_to runs/quality/results.json   # a sweep point against the defaults' runs
     python benchmarks/quality.py --preset cifar --dataset ../shared/data/cifar10-large --epochs 30 --batch_size 128 \
         --jobs 6 --variants simclr iecl --seeds 0 1 2               # GPU protocol (several runs share the GPU)
 
+Validation protocol (the default): the probe and kNN are scored on a fixed, stratified hold-out of
+--validation_size images of --eval_dataset's train split (--split_seed, the same images for every run), the probe
+trained on the rest. Every choice (a weight, a temperature, a default) is made there; `--protocol test` scores the
+8,000 test images and is for the final tables only, on seeds that chose nothing.
+
+A variant is a name below, optionally followed by `:` and overrides: `field=value` for IECLConfig fields and
+`--flag=value` for pretraining flags, comma-separated, e.g. `simclr:tau=0.1,--learning_rate=0.6`. Its runs go to
+WORK_DIR/<variant>-seed<seed> and it is paired with its named variant's baseline (`simclr:tau=0.1` with `simclr`);
+`--reference V` pairs every variant with V instead (e.g. IE-CL against the tuned baseline).
+
 Paired protocol: for each seed, an IE-CL variant and its baseline share the initial encoder and head weights, the
 data order and every augmentation draw (IE-CL's extra modules start from their own random stream), so the
 per-seed difference removes most of the seed-to-seed spread. Each run is `recipes/pretrain.py` then
-`recipes/linear_eval.py` (linear probe + kNN on --eval_dataset, by default the 8,000 test images of
-cifar10-large), in subprocesses. Prints per variant the mean linear top-1 and kNN top-1, and for each IE-CL variant
-the mean paired difference to its baseline with a 95% confidence interval (t over seeds). Finished runs are kept
-(their eval_results.json) and not run again, so an interrupted benchmark continues where it stopped; every
-finished run is written to --results_file at once. --compare_to prints a sweep point against the defaults' runs
-(each IE-CL variant minus the same variant there, paired by seed).
+`recipes/linear_eval.py` (linear probe + kNN on --eval_dataset), in subprocesses. Every record carries what produced
+it (commit and whether the tree was dirty, the resolved config, the datasets with their fingerprints and the scored
+split, epochs, batch, preset, seed, probe settings, package versions, wall time), and two runs are paired only when
+all of it but the variants' own overrides matches (otherwise the table says which field differs and refuses).
+
+Prints per variant the mean linear top-1 and kNN top-1, and the mean paired difference to its baseline (or
+--reference) with a 95% confidence interval (t over seeds). Finished runs are kept (their eval_results.json) and not
+run again, so an interrupted benchmark continues where it stopped, and a finished one prints its table again at no
+cost (e.g. with another --reference); every finished run is written to --results_file at once. --compare_to prints
+each variant minus the same variant in another results file, paired by seed (a sweep point against the defaults).
 """
 
 import argparse
@@ -26,7 +42,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -62,6 +77,9 @@ VARIANTS = {
     "generation_only": Variant("encoder_spectral_norm=False", "simclr"),
     "preservation_only": Variant("generator_architecture=none,lambda_entropy=0,beta_kl=0", "simclr"),
     "terms_without_saib": Variant("generator_architecture=none", "simclr"),
+    # The strongest simple control: SimCLR plus the coding-rate term alone on its own second view, at IE-CL's weight
+    # (no SAIB, no KL, no spectral penalty). What IE-CL adds beyond a representation-spread regularizer.
+    "coding_rate_only": Variant("generator_architecture=none,beta_kl=0,encoder_spectral_norm=False", "simclr"),
     "simclr_wd_doubled": Variant(BASELINE, "simclr", ("--weight_decay", "1e-3")),
     # lightly's SimCLR (benchmarks/lightly_simclr.py), same backbone, optimizer, schedule and budget: is our
     # baseline the standard SimCLR? Same seed, but not the same initial weights or views (another code path).
@@ -121,14 +139,45 @@ def run(command, log_path):
         raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}); log {log_path}:\n{tail}")
 
 
-def model_overrides(args, variant):
-    sweep_point = args.base_overrides if variant in SWEPT else ""
-    return ",".join(o for o in (VARIANTS[variant].overrides, sweep_point) if o)
+def parse_variant(spec: str) -> tuple[str, str, tuple]:
+    """'simclr:tau=0.1,--learning_rate=0.6' -> ('simclr', 'tau=0.1', ('--learning_rate', '0.6'))."""
+    name, _, extra = spec.partition(":")
+    if name not in VARIANTS:
+        raise argparse.ArgumentTypeError(f"unknown variant {name!r} in {spec!r}; known: {', '.join(VARIANTS)}")
+    config, flags = [], []
+    for item in filter(None, extra.split(",")):
+        key, separator, value = item.partition("=")
+        if not separator or not key or not value:
+            raise argparse.ArgumentTypeError(f"{item!r} in {spec!r} is not field=value or --flag=value")
+        if key.startswith("--"):
+            flags += [key, value]
+        else:
+            config.append(item)
+    return name, ",".join(config), tuple(flags)
 
 
-def pretrain_command(args, variant, seed, pretrain_dir):
+def variant_spec(spec: str) -> str:
+    parse_variant(spec)  # an argparse type: a wrong name or override fails before any run
+    return spec
+
+
+def baseline_of(spec: str, reference: str | None) -> str | None:
+    """The variant `spec` is paired with: --reference, else its named variant's baseline."""
+    if reference:
+        return None if spec == reference else reference
+    return VARIANTS[parse_variant(spec)[0]].baseline
+
+
+def model_overrides(args, spec):
+    name, extra, _ = parse_variant(spec)
+    sweep_point = args.base_overrides if name in SWEPT else ""
+    return ",".join(o for o in (VARIANTS[name].overrides, sweep_point, extra) if o)
+
+
+def pretrain_command(args, spec, seed, pretrain_dir):
     """The pretraining command of one run: the recipe, or a reference implementation given the same budget."""
-    spec = VARIANTS[variant]
+    name, _, extra_flags = parse_variant(spec)
+    variant = VARIANTS[name]
     flags = {
         "--dataset_name": args.dataset,
         "--seed": seed,
@@ -140,60 +189,133 @@ def pretrain_command(args, variant, seed, pretrain_dir):
         "--max_train_samples": args.max_train_samples,
     }
     recipe_only = []
-    if spec.script in RECIPE_LIKE:
+    if variant.script in RECIPE_LIKE:
         flags.update({"--knn_every_epochs": 0, "--logging_steps": 20})
-        flags["--model_config_overrides"] = model_overrides(args, variant)
+        flags["--model_config_overrides"] = model_overrides(args, spec)
         recipe_only = ["--overwrite_output_dir"]
-    command = [sys.executable, spec.script, *(f"{k}={v}" for k, v in flags.items() if v not in (None, ""))]
+    command = [sys.executable, variant.script, *(f"{k}={v}" for k, v in flags.items() if v not in (None, ""))]
     command += recipe_only
-    return [*command, *spec.pretrain_args]
+    return [*command, *variant.pretrain_args, *extra_flags]
 
 
-def one_run(args, variant, seed):
-    overrides = model_overrides(args, variant)
-    run_dir = os.path.join(args.work_dir, f"{variant}-seed{seed}")
+def eval_command(args, seed, pretrain_dir, eval_dir):
+    command = [
+        sys.executable,
+        "recipes/linear_eval.py",
+        "--model_name_or_path",
+        pretrain_dir,
+        "--dataset_name",
+        args.eval_dataset,
+        "--output_dir",
+        eval_dir,
+        "--seed",
+        str(seed),
+        "--embedding_2d",
+        "pca",
+    ]
+    if args.protocol == "validation":
+        command += ["--validation_size", str(args.validation_size), "--split_seed", str(args.split_seed)]
+    if args.max_eval_samples:
+        samples = str(args.max_eval_samples)
+        command += ["--max_train_samples", samples, "--max_test_samples", samples]
+    return command
+
+
+def run_dir_name(spec: str, seed: int) -> str:
+    return f"{spec.replace(':', '@').replace('--', '').replace('/', '_')}-seed{seed}"
+
+
+# Pretraining arguments that differ between the runs of one comparison by design (or say nothing of the result).
+PER_RUN_ARGS = {"output_dir", "seed", "model_config_overrides", "overwrite_output_dir", "logging_dir", "run_name"}
+
+
+EVAL_DATASET_FIELDS = (
+    "name",
+    "scored_split",
+    "validation_size",
+    "split_seed",
+    "fingerprints",
+    "num_train",
+    "num_test",
+)
+
+
+def run_provenance(train: dict, evaluation: dict) -> dict:
+    """What produced a run, from the records its pretraining and its evaluation wrote themselves."""
+    pretrain, scored = train.get("provenance", {}), evaluation.get("provenance", {})
+    dataset = evaluation.get("dataset", {})
+    return {
+        "commit": pretrain.get("commit"),
+        "dirty": pretrain.get("dirty"),
+        "eval_commit": scored.get("commit"),
+        "config_diff": pretrain.get("config_diff"),
+        "pretrain_dataset": pretrain.get("dataset"),
+        "pretrain_args": {k: v for k, v in train.get("args", {}).items() if k not in PER_RUN_ARGS},
+        "eval_dataset": {key: dataset.get(key) for key in EVAL_DATASET_FIELDS},
+        "probe": evaluation.get("protocol", {}).get("linear_probe"),
+        "knn": evaluation.get("protocol", {}).get("knn"),
+        "versions": pretrain.get("versions"),
+        "device": pretrain.get("device"),
+        "pretrain_wall_seconds": pretrain.get("wall_seconds"),
+        "eval_seconds": evaluation.get("seconds"),
+    }
+
+
+# Provenance that may differ between paired runs: the variant's own config (checked through its overrides) and times.
+NOT_COMPARED = {"config_diff", "pretrain_wall_seconds", "eval_seconds"}
+
+
+def mismatch(a: dict, b: dict) -> str | None:
+    """Why records `a` and `b` may not be paired (the first field that differs beyond the variants' own
+    overrides), or None."""
+    pa, pb = a.get("provenance"), b.get("provenance")
+    if not pa or not pb or not pa.get("commit") or not pb.get("commit"):
+        missing = a if not (pa and pa.get("commit")) else b
+        return f"{missing['variant']} seed {missing['seed']} has no provenance (a record written before it existed)"
+    own_flags = set()
+    for spec in (a["variant"], b["variant"]):
+        name, _, flags = parse_variant(spec)
+        own_flags |= {flag.lstrip("-") for flag in (*VARIANTS[name].pretrain_args[::2], *flags[::2])}
+    for field in pa.keys() | pb.keys():
+        if field in NOT_COMPARED:
+            continue
+        va, vb = pa.get(field), pb.get(field)
+        if field == "pretrain_args":
+            va, vb = ({k: v for k, v in d.items() if k not in own_flags} for d in (va or {}, vb or {}))
+        if va != vb:
+            differing = []
+            if isinstance(va, dict) and isinstance(vb, dict):
+                differing = sorted(k for k in va.keys() | vb.keys() if va.get(k) != vb.get(k))
+            detail = f" ({', '.join(differing)})" if differing else f": {va!r} vs {vb!r}"
+            return f"{field} differs{detail}"
+    return None
+
+
+def one_run(args, spec, seed):
+    overrides = model_overrides(args, spec)
+    run_dir = os.path.join(args.work_dir, run_dir_name(spec, seed))
     pretrain_dir, eval_dir = os.path.join(run_dir, "pretrain"), os.path.join(run_dir, "eval")
     os.makedirs(run_dir, exist_ok=True)
-    start = time.time()
     if not os.path.exists(os.path.join(pretrain_dir, "train_results.json")):
-        command = pretrain_command(args, variant, seed, pretrain_dir)
-        run(command, os.path.join(run_dir, "pretrain.log"))
-    pretrain_seconds = time.time() - start
+        run(pretrain_command(args, spec, seed, pretrain_dir), os.path.join(run_dir, "pretrain.log"))
     if not os.path.exists(os.path.join(eval_dir, "eval_results.json")):
-        command = [
-            sys.executable,
-            "recipes/linear_eval.py",
-            "--model_name_or_path",
-            pretrain_dir,
-            "--dataset_name",
-            args.eval_dataset,
-            "--output_dir",
-            eval_dir,
-            "--seed",
-            str(seed),
-            "--embedding_2d",
-            "pca",
-            *(
-                ["--max_train_samples", str(args.max_eval_samples), "--max_test_samples", str(args.max_eval_samples)]
-                if args.max_eval_samples
-                else []
-            ),
-        ]
-        run(command, os.path.join(run_dir, "eval.log"))
+        run(eval_command(args, seed, pretrain_dir, eval_dir), os.path.join(run_dir, "eval.log"))
     with open(os.path.join(eval_dir, "eval_results.json")) as handle:
-        figures = json.load(handle)["figures"]
+        evaluation = json.load(handle)
     with open(os.path.join(pretrain_dir, "train_results.json")) as handle:
         train = json.load(handle)
+    figures = evaluation["figures"]
     record = {
-        "variant": variant,
+        "variant": spec,
         "seed": seed,
         "overrides": overrides,
-        "seconds": round(pretrain_seconds, 1),
+        "scored_split": evaluation.get("dataset", {}).get("scored_split", "test"),
         "linear_top1": percent(figures, "linear_top1"),
         "knn_top1": percent(figures, "knn_k20_top1"),
         **{k: train.get(k) for k in ("base_loss", "entropy_query", "kl_loss", "saib_logdet", "spectral_norm_max")},
+        "provenance": run_provenance(train, evaluation),
     }
-    print(f"  {variant}-seed{seed}: linear {record['linear_top1']}, kNN {record['knn_top1']}", flush=True)
+    print(f"  {spec}-seed{seed}: linear {record['linear_top1']}, kNN {record['knn_top1']}", flush=True)
     return record
 
 
@@ -216,16 +338,34 @@ def ci_text(differences):
     return f"{mean:+.2f} ({mean - half:+.2f} .. {mean + half:+.2f})"
 
 
-def summarize(records):
+def paired_differences(records, spec, baseline, metric):
+    """([variant - baseline] by seed, or None and the reason the runs may not be paired)."""
     by_key = {(r["variant"], r["seed"]): r for r in records}
-    variants = [v for v in VARIANTS if any(r["variant"] == v for r in records)]
+    differences = []
+    for r in sorted((r for r in records if r["variant"] == spec), key=lambda r: r["seed"]):
+        other = by_key.get((baseline, r["seed"]))
+        if other is None:
+            continue
+        reason = mismatch(r, other)
+        if reason:
+            return None, f"not paired with {baseline}, seed {r['seed']}: {reason}"
+        differences.append(r[metric] - other[metric])
+    return differences, None
+
+
+def summarize(records, reference=None):
+    variants = list(dict.fromkeys(r["variant"] for r in records))
+    splits = sorted({r.get("scored_split", "test") for r in records})
     lines = [
+        f"scored on: {', '.join(splits)}",
+        "",
         (
             "| variant | seeds | linear top-1 (per seed) | kNN top-1 | paired diff. linear (95% CI) | "
             "paired diff. kNN (95% CI) |"
         ),
         "|---|---|---|---|---|---|",
     ]
+    refusals = []
     for variant in variants:
         runs = sorted((r for r in records if r["variant"] == variant), key=lambda r: r["seed"])
         linear = [r["linear_top1"] for r in runs]
@@ -234,17 +374,18 @@ def summarize(records):
             f"{statistics.mean(linear):.2f} ({', '.join(f'{x:.2f}' for x in linear)})",
             f"{statistics.mean(knn):.2f}",
         ]
-        baseline = VARIANTS[variant].baseline
+        baseline = baseline_of(variant, reference)
         for metric in ("linear_top1", "knn_top1"):
-            pairs = [
-                (r[metric], by_key[(baseline, r["seed"])][metric]) for r in runs if (baseline, r["seed"]) in by_key
-            ]
-            if baseline and pairs:
-                cells.append(f"{ci_text([a - b for a, b in pairs])}, n={len(pairs)}")
+            differences, reason = paired_differences(records, variant, baseline, metric) if baseline else ([], None)
+            if reason:
+                refusals.append(f"{variant}: {reason}")
+                cells.append("refused")
+            elif differences:
+                cells.append(f"{ci_text(differences)} vs {baseline}, n={len(differences)}")
             else:
                 cells.append("-")
         lines.append(f"| {variant} | {len(runs)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + sorted(set(refusals)))
 
 
 def compare(records, reference):
@@ -255,12 +396,16 @@ def compare(records, reference):
         "| variant | seeds | minus reference, linear (95% CI) | minus reference, kNN (95% CI) |",
         "|---|---|---|---|",
     ]
-    for variant in [v for v in VARIANTS if any(r["variant"] == v for r in records)]:
+    for variant in dict.fromkeys(r["variant"] for r in records):
         runs = sorted(
             (r for r in records if r["variant"] == variant and (variant, r["seed"]) in by_key), key=lambda r: r["seed"]
         )
         if not runs or all(r["overrides"] == by_key[(variant, r["seed"])]["overrides"] for r in runs):
             continue  # nothing to compare, or the very same runs (e.g. linked baselines)
+        reasons = [reason for r in runs if (reason := mismatch(r, by_key[(variant, r["seed"])]))]
+        if reasons:
+            lines.append(f"| {variant} | refused: {reasons[0]} | | |")
+            continue
         cells = []
         for metric in ("linear_top1", "knn_top1"):
             differences = [r[metric] - by_key[(variant, r["seed"])][metric] for r in runs]
@@ -277,8 +422,17 @@ def main():
     parser.add_argument(
         "--eval_dataset",
         default="../shared/data/cifar10-large",
-        help="linear probe and kNN (its test split is scored)",
+        help="linear probe and kNN (--protocol says which of its splits is scored)",
     )
+    parser.add_argument(
+        "--protocol",
+        choices=["validation", "test"],
+        default="validation",
+        help="validation: score a fixed hold-out of the eval dataset's train split (for every choice); test: the "
+        "test split (final tables only, on seeds that chose nothing)",
+    )
+    parser.add_argument("--validation_size", type=int, default=5000, help="images in the validation hold-out")
+    parser.add_argument("--split_seed", type=int, default=0, help="seed of the validation hold-out (fixed)")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=10)
@@ -286,8 +440,15 @@ def main():
         "--variants",
         nargs="+",
         default=["simclr", "iecl"],
-        choices=list(VARIANTS),
-        help="an IE-CL variant runs after its baseline for each seed",
+        type=variant_spec,
+        help=f"NAME[:field=value,--flag=value,...] with NAME one of {', '.join(VARIANTS)}; a variant runs after "
+        "its baseline for each seed",
+    )
+    parser.add_argument(
+        "--reference",
+        type=variant_spec,
+        default=None,
+        help="pair every variant with this one instead of its own baseline (e.g. the tuned baseline)",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument(
@@ -315,6 +476,7 @@ def main():
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.max_train_samples, args.max_eval_samples, args.seeds = 1, 512, 512, [0]
+        args.validation_size = min(args.validation_size, 256)
     if args.compare_to:  # read now: a wrong path fails before hours of runs, not after
         with open(args.compare_to) as handle:
             reference = json.load(handle)
@@ -322,15 +484,14 @@ def main():
         if not os.path.exists(getattr(args, name)):
             print(f"{getattr(args, name)} not found: using the embedded digits dataset")
             setattr(args, name, "embedded:digits")
-    # Seed by seed, the baseline first: an interrupted benchmark leaves complete pairs.
-    baselines = [VARIANTS[v].baseline for v in args.variants if VARIANTS[v].baseline]
-    wanted = list(args.variants) + [b for b in dict.fromkeys(baselines) if b not in args.variants]
-    ordered = sorted(wanted, key=lambda v: VARIANTS[v].baseline is not None)
-    jobs = [(v, s) for s in args.seeds for v in ordered]
+    # Seed by seed, the baselines first: an interrupted benchmark leaves complete pairs.
+    baselines = [baseline_of(v, args.reference) for v in args.variants]
+    wanted = list(dict.fromkeys([*filter(None, baselines), *args.variants]))
+    jobs = [(v, s) for s in args.seeds for v in wanted]
     print(
         f"{len(jobs)} runs: {args.epochs} epochs, batch {args.batch_size}, preset {args.preset}, "
-        f"pretraining on {args.dataset}, "
-        f"evaluation on {args.eval_dataset}, {args.jobs} in parallel",
+        f"pretraining on {args.dataset}, evaluation on {args.eval_dataset} ({args.protocol} protocol), "
+        f"{args.jobs} in parallel",
         flush=True,
     )
     os.makedirs(args.work_dir, exist_ok=True)
@@ -345,7 +506,7 @@ def main():
             with open(results_file, "w") as handle:
                 json.dump(records, handle, indent=1)
     print()
-    print(summarize(records))
+    print(summarize(records, args.reference))
     if args.compare_to:
         print(f"\nagainst {args.compare_to}:\n" + compare(records, reference))
     print(f"\nall runs: {results_file}")

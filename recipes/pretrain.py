@@ -12,6 +12,7 @@ The stages live in `iecl_hf.training.pretraining`; this script runs them top to 
 """
 
 import sys
+import time
 
 from accelerate.utils import set_seed
 
@@ -44,6 +45,7 @@ def main(argv=None) -> int:
     check_output_dir(args.output_dir)
     checkpoint = check_before_start(args)
 
+    started = time.time()
     accelerator = make_accelerator(args)
     set_seed(args.seed, device_specific=False)  # the same initial weights on every process
     origin = f"config of {args.model_name_or_path}" if args.model_name_or_path else f"preset {args.preset}"
@@ -77,7 +79,15 @@ def main(argv=None) -> int:
     final_knn, skipped = finish(training, callbacks.knn, callbacks.checkpoints, accelerator)
     if accelerator.is_main_process:
         export(
-            training, data, args, data_args, accelerator, final_knn, skipped, initialized_from=args.model_name_or_path
+            training,
+            data,
+            args,
+            data_args,
+            accelerator,
+            final_knn,
+            skipped,
+            initialized_from=args.model_name_or_path,
+            started=started,
         )
     accelerator.end_training()
     return push(args, accelerator)

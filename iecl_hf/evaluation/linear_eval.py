@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data import EMBEDDED_DATASET, load_image_dataset
+from ..provenance import provenance
 from .eval_card import dataset_identity, render_linear_eval_card, update_model_card
 from .knn import weighted_knn_predict
 from .linear_probe import (
@@ -60,6 +61,8 @@ def load_splits(args, image_size: int, accelerator):
         args.seed,
         args.max_train_samples,
         args.max_test_samples,
+        args.validation_size,
+        args.split_seed,
     )
     for notice in splits.notices:
         accelerator.print(f"notice: {notice}")
@@ -183,11 +186,7 @@ def results_record(
     num_processes,
     started,
 ) -> dict:
-    """The content of eval_results.json: protocol, figures, dataset, split sizes, seed, versions."""
-    import transformers
-
-    from .. import __version__
-
+    """The content of eval_results.json: protocol, figures, dataset, split sizes, seed, provenance."""
     features = split_features.features
     dataset_type, pretty_name = dataset_identity(args.dataset_name)
     return {
@@ -201,6 +200,11 @@ def results_record(
             "pretty_name": pretty_name,
             "train_split": args.train_split,
             "test_split": splits.test_split,
+            # "validation" (a fixed hold-out of train, for choosing) or "test" (for final figures only)
+            "scored_split": "validation" if args.validation_size else "test",
+            "validation_size": args.validation_size,
+            "split_seed": args.split_seed if args.validation_size else None,
+            "fingerprints": {"train": splits.train._fingerprint, "test": splits.test._fingerprint},
             "image_column": splits.columns.image,
             "label_column": splits.columns.label,
             "num_train": len(features["train"]),
@@ -244,7 +248,7 @@ def results_record(
         "features_from_cache": split_features.from_cache,
         "num_processes": num_processes,
         "seconds": round(time.time() - started, 1),
-        "versions": {"iecl_hf": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
+        "provenance": provenance(),
     }
 
 

@@ -114,12 +114,16 @@ def prepare_eval_splits(
     seed: int = 0,
     max_train_samples: int | None = None,
     max_test_samples: int | None = None,
+    validation_size: int | None = None,
+    split_seed: int = 0,
 ) -> EvalSplits:
     """Pick the labelled train and test splits of a `DatasetDict`.
 
     Without a `test_split`, a stratified `holdout_fraction` of the train split (seeded) is the test split, with a
-    notice. Labels that are not a `ClassLabel` (ints, strings) are encoded over both splits. `max_*_samples` keep a
-    seeded random subset.
+    notice. With `validation_size`, the scored split is instead a fixed, stratified hold-out of that many train images
+    (seeded by `split_seed` alone, so every run scores the same images) and the probe trains on the rest: the split on
+    which hyperparameters are chosen, leaving the test split for the final figures. Labels that are not a
+    `ClassLabel` (ints, strings) are encoded over both splits. `max_*_samples` keep a seeded random subset.
     """
     if isinstance(dataset, datasets.Dataset):
         dataset = datasets.DatasetDict({train_split: dataset})
@@ -133,7 +137,19 @@ def prepare_eval_splits(
     train = dataset[train_split]
     columns = detect_columns(train.features, image_column, label_column, require_label=True, string_labels=True)
     notices = []
-    if test_split in dataset:
+    if validation_size is not None:
+        if not 0 < validation_size < len(train):
+            raise ValueError(
+                f"validation_size must be between 1 and the train split's size - 1 ({len(train) - 1}), "
+                f"got {validation_size}."
+            )
+        train, _, label_names = _encode_labels(train, None, columns.label)
+        train, test, stratified = _holdout(train, columns.label, validation_size, split_seed)
+        test_description = (
+            f"validation ({validation_size} images held out of {train_split!r}"
+            f"{', stratified' if stratified else ''}, split seed {split_seed})"
+        )
+    elif test_split in dataset:
         test = dataset[test_split]
         detect_columns(test.features, columns.image, columns.label, require_label=True, string_labels=True)
         train, test, label_names = _encode_labels(train, test, columns.label)

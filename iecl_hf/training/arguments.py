@@ -179,6 +179,13 @@ class LinearEvalArguments(CheckpointArguments, DatasetArguments, HubArguments, C
     holdout_fraction: float = option(
         0.2, "Fraction of train held out (stratified, seeded) when the test split is missing."
     )
+    validation_size: int | None = option(
+        None,
+        "Score N images held out of the train split (stratified, the same for every run with the same --split_seed) "
+        "instead of the test split; the probe trains on the rest. For choosing hyperparameters: keep the test split "
+        "for the final figures.",
+    )
+    split_seed: int = option(0, "Seed of the --validation_size hold-out (independent of --seed).")
     max_train_samples: int | None = option(None, "Seeded random subset of the train split (quick runs).")
     max_test_samples: int | None = option(None, "Seeded random subset of the test split.")
     per_device_eval_batch_size: int = option(256, "Images per batch for feature extraction.")
@@ -214,7 +221,14 @@ def parse_linear_eval_args(argv=None) -> LinearEvalArguments:
     (args,) = parse_dataclasses((LinearEvalArguments,), argv)
     if not args.model_name_or_path:
         raise ValueError("--model_name_or_path is required (a folder written by recipes/pretrain.py, or a Hub id).")
-    for name in ("per_device_eval_batch_size", "batch_size", "num_epochs", "max_train_samples", "max_test_samples"):
+    for name in (
+        "per_device_eval_batch_size",
+        "batch_size",
+        "num_epochs",
+        "max_train_samples",
+        "max_test_samples",
+        "validation_size",
+    ):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name} must be >= 1, got {value}.")

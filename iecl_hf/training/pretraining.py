@@ -10,6 +10,7 @@ import json
 import math
 import os
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,7 @@ from ..data.training_data import training_examples, training_loader
 from ..hub.model_card import render_pretraining_card
 from ..hub.upload import push_release
 from ..image_processing import build_image_processor
+from ..provenance import provenance
 from ..spectral_iecl import exact_spectral_norms
 from .callbacks import CheckpointCallback, LoggingCallback, OnlineKnnCallback, is_logging_step
 from .checkpointing import (
@@ -471,7 +473,15 @@ class PretrainingStep:
 
 
 def export(
-    training: Training, data: TrainingData, args, data_args, accelerator, final_knn, skipped, initialized_from=None
+    training: Training,
+    data: TrainingData,
+    args,
+    data_args,
+    accelerator,
+    final_knn,
+    skipped,
+    initialized_from=None,
+    started: float | None = None,
 ):
     """The release folder (main process): the model, image processor, views.png, training_curves.png,
     train_results.json and the model card."""
@@ -495,6 +505,19 @@ def export(
                 "images_seen": state.images_seen,
                 **figures,
                 "args": {**vars(args), **vars(data_args)},
+                "provenance": {
+                    **provenance(),
+                    "config_diff": config.to_diff_dict(),  # the resolved model config, against IECLConfig()
+                    "dataset": {
+                        "name": data.dataset_name,
+                        "fingerprint": getattr(data.train_split, "_fingerprint", None),
+                        "num_train_images": data.num_train_images,
+                    },
+                    "global_batch_size": training.global_batch,
+                    "learning_rate": training.learning_rate,  # resolved (the flag's default depends on the batch)
+                    # this process's wall time (a resumed run counts from its resume)
+                    "wall_seconds": None if started is None else round(time.time() - started, 1),
+                },
             },
             handle,
             indent=2,
