@@ -20,6 +20,8 @@ appended with --random_init):
                          pipeline("image-classification", model=OUT, trust_remote_code=True)
   features_2d.png        2-D embedding of the test features, coloured by class
   README.md              model card with model-index results (`--update_model_card` also updates CKPT's card)
+  logs/RUN_NAME/         with --report_to tensorboard: the probe's loss per epoch and the figures (eval/linear_top1,
+                         eval/knn_k20_top1, ...) at its last epoch
 """
 
 import sys
@@ -33,6 +35,7 @@ from iecl_hf.evaluation.linear_eval import (
     extract_split_features,
     load_encoder,
     load_splits,
+    log_to_trackers,
     results_record,
     save_outputs,
     score,
@@ -41,14 +44,18 @@ from iecl_hf.evaluation.linear_eval import (
 from iecl_hf.hub.upload import push_release
 from iecl_hf.training.arguments import check_output_dir, hub_kwargs, run_recipe
 from iecl_hf.training.arguments import parse_linear_eval_args as parse_args
+from iecl_hf.training.trackers import resolve_run, start_trackers, tracker_config
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    accelerator = Accelerator()
+    run = resolve_run(args.output_dir, args.run_name, resuming=False)
+    args.run_name = run.name
+    accelerator = Accelerator(**run.accelerator_kwargs(args.report_to))
     set_seed(args.seed)
     if accelerator.is_main_process:
         check_output_dir(args.output_dir)
+    start_trackers(accelerator, "iecl-linear-eval", run, tracker_config(vars(args)))
     started = time.time()
 
     encoder, image_processor = load_encoder(args, accelerator, **hub_kwargs(args, args.cache_dir))
@@ -59,6 +66,7 @@ def main(argv=None) -> int:
     exit_code = 0
     if accelerator.is_main_process:
         figures, train_top1, metric = score(probe, split_features, len(splits.label_names), args, accelerator)
+        log_to_trackers(accelerator, figures, train_top1, history)
         results = results_record(
             args,
             splits,
@@ -81,6 +89,7 @@ def main(argv=None) -> int:
                 report_error=lambda message: print(f"error: {message}", file=sys.stderr),
             )
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # closes the trackers
     return exit_code
 
 

@@ -3,6 +3,7 @@
 
     accelerate launch recipes/pretrain.py                              # embedded digits, CPU preset, < 3 min
     accelerate launch recipes/pretrain.py --dataset_name ../shared/data/cifar10-small --num_train_epochs 10
+    accelerate launch recipes/pretrain.py --report_to tensorboard --run_name digits-baseline  # README: tracking
     accelerate launch --num_processes 4 recipes/pretrain.py --dataset_name uoft-cs/cifar10 --preset cifar \
         --per_device_train_batch_size 64 --lambda_entropy 0.2 --push_to_hub --hub_model_id you/iecl-cifar10
 
@@ -33,6 +34,7 @@ from iecl_hf.training.pretraining import (
     start_or_resume,
 )
 from iecl_hf.training.starting_point import pretraining_config, pretraining_model
+from iecl_hf.training.trackers import resolve_run, start_trackers, tracker_config
 
 
 def main(argv=None) -> int:
@@ -45,8 +47,11 @@ def main(argv=None) -> int:
     check_output_dir(args.output_dir)
     checkpoint = check_before_start(args)
 
+    run = resolve_run(args.output_dir, args.run_name, resuming=checkpoint is not None)
+    args.run_name = run.name
+
     started = time.time()
-    accelerator = make_accelerator(args)
+    accelerator = make_accelerator(args, run)
     set_seed(args.seed, device_specific=False)  # the same initial weights on every process
     origin = f"config of {args.model_name_or_path}" if args.model_name_or_path else f"preset {args.preset}"
     accelerator.print(
@@ -60,8 +65,10 @@ def main(argv=None) -> int:
     training = prepare_model(model, data, data_args, args, accelerator, checkpoint)
     set_seed(args.seed, device_specific=True)  # from here on each process draws its own augmentations
     logger = start_or_resume(training, checkpoint, args, accelerator)
-    if args.report_to != "none":
-        accelerator.init_trackers("iecl-pretrain", config={**vars(args), **vars(data_args), **config.to_diff_dict()})
+    # After a resume, TensorBoard hides what the interrupted run logged past the checkpoint, as the JSONL log is cut.
+    first_step = training.state.step + 1 if checkpoint else 0
+    config_values = tracker_config(vars(args), vars(data_args), config.to_diff_dict())
+    start_trackers(accelerator, "iecl-pretrain", run, config_values, first_step)
 
     # Fit: the loop owns epochs, resume and the end; the callbacks log, evaluate and checkpoint.
     callbacks = make_callbacks(training, data, args, accelerator, logger, resumed=checkpoint is not None)

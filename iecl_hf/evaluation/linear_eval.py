@@ -1,6 +1,7 @@
 """The stages of a linear evaluation, in the order `recipes/linear_eval.py` calls them:
 
-load_encoder -> load_splits -> extract_split_features -> train_probe -> score -> results_record -> save_outputs
+load_encoder -> load_splits -> extract_split_features -> train_probe -> score (-> log_to_trackers) -> results_record
+-> save_outputs
 """
 
 import json
@@ -171,6 +172,15 @@ def score(probe, split_features: SplitFeatures, num_classes: int, args, accelera
         )
         figures[f"knn_k{k}_top1"] = metric.accuracy(scores.argmax(1), labels["test"])
     return figures, metric.accuracy(train_predictions, labels["train"]), metric
+
+
+def log_to_trackers(accelerator, figures: dict, train_top1: float, history: list):
+    """With --report_to: the probe's mean loss per epoch (`probe/loss`), then the figures (`eval/linear_top1`,
+    `eval/knn_k20_top1`, ...) at the probe's last epoch."""
+    for epoch, loss in enumerate(history, start=1):
+        accelerator.log({"probe/loss": loss}, step=epoch)
+    values = {f"eval/{name}": value for name, value in figures.items() if value is not None}
+    accelerator.log({**values, "eval/linear_train_top1": train_top1}, step=len(history))
 
 
 def results_record(

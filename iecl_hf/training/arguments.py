@@ -20,6 +20,7 @@ from transformers import HfArgumentParser
 from ..configuration_iecl import FRAMEWORK_DEFAULTS, IECLConfig
 from ..evaluation.linear_probe import DEFAULT_LEARNING_RATES
 from ..evaluation.plots import EMBEDDING_METHODS
+from .trackers import check_tracking_args
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -90,6 +91,20 @@ class ConfigFileArguments:
     config_file: str | None = option(None, "YAML or JSON file with any of these arguments; command-line flags win.")
 
 
+@dataclass
+class TrackingArguments:
+    report_to: str = option(
+        "none",
+        "Accelerate trackers: tensorboard, wandb, all, none, or several with commas (pretraining always writes its "
+        "JSONL log too).",
+    )
+    run_name: str | None = option(
+        None,
+        "Name of the tracker run (W&B name; TensorBoard folder OUTPUT/logs/RUN_NAME). Default: the resumed run's, "
+        "else the --output_dir folder's name.",
+    )
+
+
 # ---------------------------------------------------------------------------------------------- pretrain.py
 
 
@@ -107,7 +122,7 @@ class DataArguments(DatasetArguments):
 
 
 @dataclass
-class PretrainArguments(CheckpointArguments, HubArguments, ConfigFileArguments):
+class PretrainArguments(CheckpointArguments, HubArguments, TrackingArguments, ConfigFileArguments):
     output_dir: str = option("outputs/pretrain-default", "Where the model, checkpoints, logs and pictures go.")
     overwrite_output_dir: bool = option(
         False,
@@ -145,9 +160,6 @@ class PretrainArguments(CheckpointArguments, HubArguments, ConfigFileArguments):
     resume_from_checkpoint: str | None = option(
         None, "A checkpoint folder, or 'latest' (newest complete one in --output_dir)."
     )
-    report_to: str = option(
-        "none", "Accelerate trackers: tensorboard, wandb, all, none (the JSONL log is always written)."
-    )
     dataloader_num_workers: int = option(1)
     channels_last: bool = option(False, "channels_last memory format (CPU preset: a 16% faster step; BENCHMARKS.md).")
     # transformers' TrainingArguments names. The encoder (IECLModel) is compiled in place: plain checkpoint keys.
@@ -168,7 +180,7 @@ FEATURE_EPOCHS, AUGMENT_EPOCHS = 100, 10
 
 
 @dataclass
-class LinearEvalArguments(CheckpointArguments, DatasetArguments, HubArguments, ConfigFileArguments):
+class LinearEvalArguments(CheckpointArguments, DatasetArguments, HubArguments, TrackingArguments, ConfigFileArguments):
     random_init: bool = option(False, "Evaluate an untrained encoder of the checkpoint's config instead (the floor).")
     output_dir: str | None = option(
         None,
@@ -246,6 +258,8 @@ def parse_linear_eval_args(argv=None) -> LinearEvalArguments:
         raise ValueError("--knn_k needs positive integers and --knn_temperature a positive number.")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/iecl-resnet18-cifar10-linear).")
+    _check_report_to(args.report_to)
+    check_tracking_args(args.report_to, args.run_name)
     if args.num_epochs is None:
         args.num_epochs = AUGMENT_EPOCHS if args.augment else FEATURE_EPOCHS
     if args.learning_rate is None:
@@ -532,6 +546,7 @@ def validate_train_args(data_args, train_args):
             raise ValueError(f"--{name} must be >= 1, got {value}.")
     _check_scheduler(train_args.lr_scheduler_type)
     _check_report_to(train_args.report_to)
+    check_tracking_args(train_args.report_to, train_args.run_name)
     if train_args.hub_model_id:
         from huggingface_hub.utils import validate_repo_id
 

@@ -9,6 +9,7 @@ from ..evaluation import extract_features, knn_accuracy
 from .checkpointing import save_checkpoint
 from .finite import check_finite_weights
 from .loop import Callback
+from .trackers import tracker_scalars
 
 
 def is_logging_step(step: int, logging_steps: int, max_train_steps: int) -> bool:
@@ -58,7 +59,7 @@ class LoggingCallback(Callback):
 def record_event(state, logger, accelerator, record: dict):
     state.history.append(record)
     logger.log(record)
-    accelerator.log(record, step=state.step)
+    accelerator.log(tracker_scalars(record), step=state.step)
 
 
 class OnlineKnnCallback(Callback):

@@ -1,6 +1,6 @@
 """The stages of a pretraining run, in the order `recipes/pretrain.py` calls them:
 
-    check_before_start -> make_accelerator -> prepare_data -> prepare_model -> start_or_resume
+    check_before_start -> make_accelerator -> prepare_data -> prepare_model -> start_or_resume (-> start_trackers)
     -> fit (the recipe's loop: TrainingLoop + PretrainingStep + the callbacks) -> finish -> export -> push
 
 Each stage is a function of the arguments and of what the stages before it returned; nothing else is shared.
@@ -45,6 +45,7 @@ from .finite import check_finite_terms
 from .logs import JsonlLogger, TrainingState
 from .loop import TrainingLoop
 from .optim import build_generator_optimizer, build_optimizer, build_scheduler
+from .trackers import TrackerRun, tracker_scalars
 from .visuals import save_training_curves, save_views_grid
 
 LOGGED_TERMS = (
@@ -80,11 +81,10 @@ def check_before_start(args) -> str | None:
     return checkpoint
 
 
-def make_accelerator(args) -> Accelerator:
+def make_accelerator(args, run: TrackerRun) -> Accelerator:
     return Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=None if args.report_to == "none" else [name.strip() for name in args.report_to.split(",")],
-        project_dir=args.output_dir,
+        **run.accelerator_kwargs(args.report_to),  # the trackers; project and logging folders in --output_dir
         # The shuffle order comes from (data_seed, epoch) alone: identical on every process, reproducible on resume.
         # Non-blocking copies from pinned memory (prepare_data pins on a GPU): the copy overlaps the step.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed, non_blocking=True),
@@ -558,6 +558,7 @@ def finish(training: Training, knn, checkpoints, accelerator):
         r.get("knn_top1") == final_knn and r["step"] == state.step for r in state.history
     ):
         state.history.append({"step": state.step, "epoch": state.epoch, "knn_top1": final_knn})
+        accelerator.log(tracker_scalars(state.history[-1]), step=state.step)
     if checkpoints.last_saved_step != state.step:
         checkpoints.save(state)
     skipped = int(accelerator.reduce(torch.tensor(state.skipped_images, device=accelerator.device), reduction="sum"))
