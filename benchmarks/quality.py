@@ -118,7 +118,15 @@ VARIANTS = {
     "moco_iecl_shuffle_bn": Variant("framework=moco,moco_batchnorm_groups=4", "moco_shuffle_bn"),
     "byol": Variant(f"framework=byol,{BASELINE}"),
     "byol_iecl": Variant("framework=byol", "byol"),
+    "simsiam": Variant(f"framework=simsiam,{BASELINE}"),
+    "simsiam_iecl": Variant("framework=simsiam", "simsiam"),
 }
+# The paper's plug-and-play cells: SAIB alone (entropy, KL and spectral penalty off) on each framework; its stance is
+# an override (e.g. `saib_only:saib_stance=adversarial`).
+SAIB_ALONE = "lambda_entropy=0,beta_kl=0,encoder_spectral_norm=False"
+VARIANTS["saib_only"] = Variant(SAIB_ALONE, "simclr")
+for _framework in ("moco", "byol", "simsiam"):
+    VARIANTS[f"{_framework}_saib_only"] = Variant(f"framework={_framework},{SAIB_ALONE}", _framework)
 # The variants a --base_overrides sweep point applies to: those with IE-CL terms on (not the baselines or controls).
 SWEPT = {name for name, v in VARIANTS.items() if v.baseline and v.script == RECIPE and BASELINE not in v.overrides}
 

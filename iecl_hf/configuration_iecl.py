@@ -2,9 +2,12 @@
 
 from transformers import PretrainedConfig
 
-FRAMEWORKS = ("simclr", "moco", "byol")
+FRAMEWORKS = ("simclr", "moco", "byol", "simsiam")
 STEMS = ("timm", "cifar", "cifar_stride2")
 GENERATOR_ARCHITECTURES = ("saib", "none")
+# How SAIB takes the base loss's gradient (the entropy and KL terms always reach it): as the encoder does
+# ("cooperative": an easier query view), not at all ("detached"), or reversed ("adversarial": a harder query view).
+SAIB_STANCES = {"cooperative": 1.0, "detached": 0.0, "adversarial": -1.0}
 ENTROPY_ESTIMATORS = ("coding_rate", "gaussian")
 KL_COVARIANCES = ("diagonal", "full")
 
@@ -15,6 +18,7 @@ FRAMEWORK_DEFAULTS = {
     "simclr": {"projection_output_batchnorm": True, "lambda_entropy": 1.0},
     "moco": {"projection_output_batchnorm": False, "lambda_entropy": 1.0},
     "byol": {"projection_output_batchnorm": False, "lambda_entropy": 1.0},
+    "simsiam": {"projection_output_batchnorm": True, "lambda_entropy": 1.0},  # SimSiam's projector ends in a BN
 }
 
 # Every IE-CL term off: the framework's own baseline (plain SimCLR, MoCo v2 or BYOL), the other side of each paired
@@ -89,7 +93,8 @@ class IECLConfig(PretrainedConfig):
             Normalization the encoder expects (ImageNet statistics by default).
         framework (`str`, *optional*, defaults to `"simclr"`):
             Framework that provides the base loss: `"simclr"` (NT-Xent), `"moco"` (MoCo v2, symmetrized: momentum
-            encoder + queue of negatives) or `"byol"` (momentum target + predictor, no negatives).
+            encoder + queue of negatives), `"byol"` (momentum target + predictor, no negatives) or `"simsiam"`
+            (predictor, stop-gradient target from the same encoder, symmetric negative cosine; no momentum network).
         moco_queue_size (`int`, *optional*, defaults to 4096):
             MoCo: number of negatives in the queue; each step enqueues the keys of both views.
         moco_batchnorm_groups (`int`, *optional*, defaults to 1):
@@ -101,7 +106,7 @@ class IECLConfig(PretrainedConfig):
         momentum_base (`float`, *optional*, defaults to 0.99):
             MoCo: the constant momentum of the key encoder; BYOL: the start of the cosine schedule to 1.
         predictor_hidden_dim (`int`, *optional*, defaults to 512):
-            BYOL: hidden size of the predictor.
+            BYOL and SimSiam: hidden size of the predictor.
         projection_hidden_dim (`int`, *optional*, defaults to 512),
         projection_dim (`int`, *optional*, defaults to 128):
             Sizes of the 2-layer projection head `g`.
@@ -119,6 +124,12 @@ class IECLConfig(PretrainedConfig):
         generator_architecture (`str`, *optional*, defaults to `"saib"`):
             The learnable transformation of the query view: `"saib"` (the paper's Sample Augmentation Incremental
             Block, identity at initialization) or `"none"` (the query view is the second standard view).
+        saib_stance (`str`, *optional*, defaults to `"cooperative"`):
+            How SAIB takes the gradient of the base loss: `"cooperative"` (as the encoder: SAIB minimizes it, which
+            pulls it toward easier views), `"detached"` (not at all: SAIB is trained by the entropy and KL terms and
+            its weight decay only) or `"adversarial"` (reversed: SAIB maximizes the base loss, a harder query view,
+            held near the anchor by the KL term and its weight decay). The encoder's gradient is the same for all
+            three; `"detached"` and `"adversarial"` cost one more backward pass to the query view per step.
         saib_patch_size (`int`, *optional*, defaults to 4):
             Side of SAIB's patches; must divide `image_size` (4 at 32 px: an 8 x 8 grid).
         saib_dim (`int`, *optional*, defaults to 64):
@@ -163,7 +174,8 @@ class IECLConfig(PretrainedConfig):
         predictor_hidden_dim=512, projection_hidden_dim=512, projection_dim=128, projection_output_batchnorm=None,
         batchnorm_per_view=False, tau=0.2,
         # generation: SAIB on the query view
-        generator_architecture="saib", saib_patch_size=4, saib_dim=64, saib_expansion=2, saib_weight_decay=0.01,
+        generator_architecture="saib", saib_stance="cooperative", saib_patch_size=4, saib_dim=64, saib_expansion=2,
+        saib_weight_decay=0.01,
         # the query-entropy and KL terms
         lambda_entropy=None, entropy_estimator="coding_rate", coding_rate_epsilon=0.5,
         beta_kl=0.1, kl_covariance="diagonal", covariance_ridge=1e-3,
@@ -202,6 +214,7 @@ class IECLConfig(PretrainedConfig):
         self.batchnorm_per_view = batchnorm_per_view
         self.tau = tau
         self.generator_architecture = "none" if generator_architecture is None else generator_architecture
+        self.saib_stance = saib_stance
         self.saib_patch_size = saib_patch_size
         self.saib_dim = saib_dim
         self.saib_expansion = saib_expansion
@@ -232,6 +245,7 @@ class IECLConfig(PretrainedConfig):
         _check_choice("stem", self.stem, STEMS)
         _check_choice("framework", self.framework, FRAMEWORKS)
         _check_choice("generator_architecture", self.generator_architecture, GENERATOR_ARCHITECTURES)
+        _check_choice("saib_stance", self.saib_stance, tuple(SAIB_STANCES))
         _check_choice("entropy_estimator", self.entropy_estimator, ENTROPY_ESTIMATORS)
         _check_choice("kl_covariance", self.kl_covariance, KL_COVARIANCES)
         for name in ("encoder_spectral_norm", "projection_output_batchnorm", "batchnorm_per_view"):

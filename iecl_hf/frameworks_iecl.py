@@ -2,8 +2,9 @@
 
 A head maps the encoder's pooled features of both views (online branch, with gradients: the anchor view and the
 SAIB query view) and the anchor branch's inputs (both standard views, without SAIB: MoCo's keys and BYOL's targets
-come from them) to the framework's base loss `L_base` and the projections `z`. SAIB and the entropy terms live
-outside, in `IECLForPreTraining`, and work unchanged on every head. Each rank computes its base loss over its own rows
+come from them; SimSiam's targets are the encoded views themselves) to the framework's base loss `L_base` and the
+projections `z`. SAIB and the entropy terms live outside, in `IECLForPreTraining`, and work unchanged on every head.
+Each rank computes its base loss over its own rows
 (NT-Xent against the gathered columns; MoCo's keys enter the queue gathered), valued as the global mean
 (`with_global_value`), so N processes train like one holding the whole batch.
 """
@@ -262,4 +263,28 @@ class BYOLHead(_MomentumHead):
         return with_global_value(byol_loss(p1, t2) + byol_loss(p2, t1)), projections  # per sample: no gathering
 
 
-FRAMEWORK_HEADS = {"simclr": SimCLRHead, "moco": MoCoHead, "byol": BYOLHead}
+def negative_cosine(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SimSiam's D(p, z) = -cos(p, stopgrad(z)), averaged over the batch."""
+    return -F.cosine_similarity(prediction.float(), target.detach().float(), dim=1).mean()
+
+
+class SimSiamHead(nn.Module):
+    """SimSiam: a predictor regresses the other view's projection from the same encoder, under a stop-gradient;
+    no negatives, no momentum network. The two views are the encoded ones (the anchor view and the query view
+    SAIB(v2)): without SAIB this is SimSiam's symmetric loss `D(p1, z2) / 2 + D(p2, z1) / 2`."""
+
+    def __init__(self, config, num_features: int, backbone: nn.Module):
+        super().__init__()
+        self.groups = batchnorm_groups(config)
+        self.projector = ProjectionHead.from_config(config, num_features)
+        self.predictor = ProjectionHead(config.projection_dim, config.predictor_hidden_dim, config.projection_dim)
+
+    def forward(self, features, anchor_inputs, batch_size):
+        projections = run_views(self.projector, features, self.groups)
+        predictions = run_views(self.predictor, projections, self.groups)
+        (p1, p2), (z1, z2) = predictions.split(batch_size), projections.split(batch_size)
+        loss = 0.5 * (negative_cosine(p1, z2) + negative_cosine(p2, z1))
+        return with_global_value(loss), projections  # per sample: no gathering
+
+
+FRAMEWORK_HEADS = {"simclr": SimCLRHead, "moco": MoCoHead, "byol": BYOLHead, "simsiam": SimSiamHead}

@@ -14,7 +14,7 @@ from transformers.modeling_outputs import (
 )
 from transformers.utils import ModelOutput
 
-from .configuration_iecl import IECLConfig
+from .configuration_iecl import SAIB_STANCES, IECLConfig
 from .distributed_iecl import gather_with_grad
 from .entropy_iecl import QueryEntropy, gaussian_kl
 from .frameworks_iecl import FRAMEWORK_HEADS, MoCoHead, batchnorm_groups, mark_owned, run_views
@@ -124,7 +124,8 @@ class IECLForPreTrainingOutput(ModelOutput):
     """Output of `IECLForPreTraining`.
 
     Args:
-        loss: the IE-CL objective `L = L_base + beta_kl KL - lambda_entropy H(Z') + spectral_norm_weight L_spectral`.
+        loss: the IE-CL objective `L = L_base + beta_kl KL - lambda_entropy H(Z') + spectral_norm_weight L_spectral`
+            (SAIB takes `L_base`'s gradient as `config.saib_stance` says).
         base_loss: the framework's loss `L_base` (NT-Xent for SimCLR, InfoNCE with a queue for MoCo,
             BYOL's regression).
         entropy_query: `H(Z')`, the entropy of the query projections (nats per dimension, the configured estimator).
@@ -217,6 +218,17 @@ class IECLForPreTraining(IECLPreTrainedModel):
         generated = self.query_view(images)
         return generated, generated - images
 
+    def stance_term(self, base_loss: torch.Tensor, query_view: torch.Tensor):
+        """A term of value 0 whose gradient gives SAIB (and nothing else) `(stance - 1) dL_base/dX'`, so that SAIB
+        takes the base loss's gradient times `SAIB_STANCES[config.saib_stance]` (1, 0 or -1) while the encoder takes
+        it whole; the entropy and KL terms reach SAIB unchanged. The cooperative stance adds nothing."""
+        stance = SAIB_STANCES[self.config.saib_stance]
+        if stance == 1.0 or self.view_generator is None or not (torch.is_grad_enabled() and query_view.requires_grad):
+            return 0.0
+        # dL_base/dX' on the query view only: one backward pass to the input (no parameter gradients).
+        (base_gradient,) = torch.autograd.grad(base_loss, query_view, retain_graph=True)
+        return (stance - 1.0) * ((query_view - query_view.detach()) * base_gradient).sum()
+
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -257,7 +269,7 @@ class IECLForPreTraining(IECLPreTrainedModel):
             kl_loss = gaussian_kl(query, anchor.detach(), config.kl_covariance, config.covariance_ridge)
         with torch.no_grad():
             entropy_anchor = self.query_entropy(anchor)
-        loss = base_loss
+        loss = base_loss + self.stance_term(base_loss, query_view)
         if config.lambda_entropy > 0:
             loss = loss - config.lambda_entropy * entropy_query
         if config.beta_kl > 0:

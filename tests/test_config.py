@@ -59,6 +59,7 @@ def test_patch_size_error_names_both_sizes():
         ({"entropy_estimator": "shannon"}, "'coding_rate', 'gaussian'"),
         ({"kl_covariance": "low_rank"}, "'diagonal', 'full'"),
         ({"generator_architecture": "gan"}, "'saib', 'none'"),
+        ({"saib_stance": "hostile"}, "'cooperative', 'detached', 'adversarial'"),
     ],
 )
 def test_choice_errors_list_the_allowed_values(kwargs, allowed):
@@ -66,7 +67,7 @@ def test_choice_errors_list_the_allowed_values(kwargs, allowed):
         IECLConfig(**kwargs)
 
 
-@pytest.mark.parametrize("framework", ["simclr", "moco", "byol"])
+@pytest.mark.parametrize("framework", ["simclr", "moco", "byol", "simsiam"])
 def test_every_framework_is_accepted(framework):
     assert IECLConfig(framework=framework).framework == framework
 

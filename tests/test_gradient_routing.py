@@ -111,8 +111,9 @@ def max_difference(first, second):
         dict(entropy_estimator="gaussian", kl_covariance="full"),
         dict(framework="moco", moco_queue_size=64),
         dict(framework="byol"),
+        dict(framework="simsiam"),
     ],
-    ids=["simclr-defaults", "gaussian-full-kl", "moco", "byol"],
+    ids=["simclr-defaults", "gaussian-full-kl", "moco", "byol", "simsiam"],
 )
 def test_one_backward_gives_the_gradient_of_the_objective(overrides):
     model = build_model(**overrides)
@@ -161,6 +162,54 @@ def test_one_backward_gives_the_gradient_of_the_objective(overrides):
             objective - weight * terms[name], [trained[i] for i in saib_index], retain_graph=True
         )
         assert max_difference(without, [expected[i] for i in saib_index]) > 0, f"{name} does not reach SAIB"
+
+
+def run_and_reference(model):
+    """(gradients of one `loss.backward()`, the reference objective and its terms from the same state)."""
+    pixel_values, pixel_values_2 = inputs()
+    buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    trained = [p for p in model.parameters() if p.requires_grad]
+    model.zero_grad(set_to_none=True)
+    output = model(pixel_values, pixel_values_2)
+    output.loss.backward()
+    grads = [p.grad for p in trained]
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if not name.startswith("spectral_penalty."):
+                buffer.copy_(buffers[name])
+    objective, terms = reference_objective(model, pixel_values, pixel_values_2)
+    return output, grads, objective, terms
+
+
+@pytest.mark.parametrize("framework", ["simclr", "byol"])
+@pytest.mark.parametrize("stance, sign", [("detached", 0.0), ("adversarial", -1.0)])
+def test_saib_stance_scales_the_base_loss_gradient_to_saib_only(framework, stance, sign):
+    """SAIB gets `sign x dL_base/dphi` plus the entropy and KL terms' gradient; the encoder and heads get the
+    gradient of the whole objective, as in the cooperative stance; the loss value is unchanged."""
+    model = build_model(framework=framework, saib_stance=stance)
+    output, grads, objective, terms = run_and_reference(model)
+    torch.testing.assert_close(output.loss, objective.detach(), atol=1e-5, rtol=1e-5)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    saib = {id(p) for p in model.generator_parameters()}
+    is_saib = [id(p) in saib for p in trained]
+    encoder = [p for p, flag in zip(trained, is_saib) if not flag]
+    generator = [p for p, flag in zip(trained, is_saib) if flag]
+    expected_encoder = torch.autograd.grad(objective, encoder, retain_graph=True)
+    assert_grads_equal([g for g, flag in zip(grads, is_saib) if not flag], expected_encoder, "encoder and heads")
+    base = torch.autograd.grad(terms["base_loss"], generator, retain_graph=True)
+    whole = torch.autograd.grad(objective, generator, retain_graph=True)
+    expected_saib = [w + (sign - 1.0) * b for w, b in zip(whole, base)]
+    assert_grads_equal([g for g, flag in zip(grads, is_saib) if flag], expected_saib, f"SAIB ({stance})")
+    assert max_difference(expected_saib, whole) > 1e-4 * max(g.abs().max().item() for g in whole)
+
+
+def test_detached_saib_without_the_terms_gets_no_gradient():
+    model = build_model(saib_stance="detached", lambda_entropy=0, beta_kl=0)
+    output, grads, _, _ = run_and_reference(model)
+    saib = {id(p) for p in model.generator_parameters()}
+    for parameter, grad in zip([p for p in model.parameters() if p.requires_grad], grads):
+        if id(parameter) in saib:
+            assert grad is None or grad.abs().max() == 0
 
 
 def test_baseline_is_the_plain_framework():

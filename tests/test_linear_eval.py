@@ -383,6 +383,26 @@ def test_missing_test_split_holds_out_a_stratified_fraction(recipe, checkpoint, 
     np.testing.assert_allclose(test_counts / 60, (train_counts + test_counts) / 300, atol=0.02)  # stratified
 
 
+def test_validation_hold_out_is_fixed_stratified_and_leaves_the_test_split_alone():
+    """--validation_size scores a hold-out of train that depends on --split_seed only, never on the run's seed, and
+    the probe trains on the rest."""
+    digits = load_image_dataset(None)  # 1,797 images, train and test
+    train_ids = list(range(len(digits["train"])))
+    digits = datasets.DatasetDict({"train": digits["train"].add_column("row", train_ids), "test": digits["test"]})
+    first = prepare_eval_splits(digits, validation_size=200, seed=0, split_seed=0)
+    again = prepare_eval_splits(digits, validation_size=200, seed=7, split_seed=0)
+    other = prepare_eval_splits(digits, validation_size=200, seed=0, split_seed=1)
+    assert first.test["row"] == again.test["row"] and first.train["row"] == again.train["row"]
+    assert first.test["row"] != other.test["row"]
+    assert len(first.test) == 200 and len(first.train) == len(digits["train"]) - 200
+    assert not set(first.test["row"]) & set(first.train["row"])  # the probe never sees a scored image
+    assert first.test_split.startswith("validation (200 images held out of 'train'")
+    counts = np.bincount(first.test["label"], minlength=10)
+    assert counts.min() >= 19 and counts.max() <= 21  # stratified: 20 per class
+    with pytest.raises(ValueError, match="validation_size"):
+        prepare_eval_splits(digits, validation_size=len(digits["train"]))
+
+
 def test_string_labels_are_encoded_as_class_names():
     """A label column of strings (a CSV or parquet dataset) is detected and encoded over both splits; a float column
     is still refused by name."""

@@ -129,10 +129,17 @@ def test_push_to_hub_uploads_the_release_files_only(tmp_path, capsys):
                 "--hub_model_id",
                 "user/x",
                 "--hub_private_repo",
+                "--hub_token",
+                "hf_not_a_real_token",
             ]
         )
     assert code == 0
     assert "Pushed to https://huggingface.co/user/x" in capsys.readouterr().out
+    # No uploaded file holds the token (train_results.json records every other flag).
+    results = read_json(out / "train_results.json")
+    assert "hub_token" not in results["args"] and results["args"]["hub_model_id"] == "user/x"
+    assert not [f for f in os.listdir(out) if os.path.isfile(out / f) and b"hf_not_a_real" in (out / f).read_bytes()]
+    assert results["provenance"]["config_diff"]["model_type"] == "iecl" and results["provenance"]["learning_rate"] > 0
 
     create_repo.assert_called_once()
     _, repo_id = create_repo.call_args.args[:2]

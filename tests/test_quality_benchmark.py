@@ -84,7 +84,14 @@ def test_plain_head_pair_shares_the_head_and_differs_in_the_iecl_terms_only(qual
 
 def test_compare_pairs_a_sweep_point_with_the_reference_by_seed(quality):
     def record(variant, seed, overrides, linear, knn):
-        return dict(variant=variant, seed=seed, overrides=overrides, linear_top1=linear, knn_top1=knn)
+        return dict(
+            variant=variant,
+            seed=seed,
+            overrides=overrides,
+            linear_top1=linear,
+            knn_top1=knn,
+            provenance=provenance(),
+        )
 
     reference = [record("simclr", s, "base", 50.0, 48.0) for s in (0, 1, 2)]
     reference += [record("iecl", 0, "", 52.0, 50.0), record("iecl", 1, "", 53.0, 50.0)]
@@ -96,6 +103,94 @@ def test_compare_pairs_a_sweep_point_with_the_reference_by_seed(quality):
     # seeds 0 and 1 only (the reference has no seed 2): linear +1 and +3, mean +2; kNN +0.5 on both, CI of width 0
     assert rows[0].startswith("| iecl | 0,1 | +2.00 (") and "per seed +1.00, +3.00" in rows[0]
     assert "+0.50 (+0.50 .. +0.50)" in rows[0]
+
+
+def provenance(**changes):
+    """A run's provenance as `one_run` records it (the fields `mismatch` compares)."""
+    record = {
+        "commit": "abc",
+        "dirty": False,
+        "eval_commit": "abc",
+        "config_diff": {"tau": 0.2},
+        "pretrain_dataset": {"name": "data", "fingerprint": "f1", "num_train_images": 10000},
+        "pretrain_args": {"num_train_epochs": 10, "per_device_train_batch_size": 64, "learning_rate": None},
+        "eval_dataset": {"name": "eval", "scored_split": "validation", "validation_size": 5000, "split_seed": 0},
+        "probe": {"epochs": 100},
+        "knn": {"k": [20, 200]},
+        "versions": {"torch": "2"},
+        "device": "cpu",
+        "pretrain_wall_seconds": 500.0,
+        "eval_seconds": 60.0,
+    }
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            record[key] = {**record[key], **value}
+        else:
+            record[key] = value
+    return record
+
+
+def test_variant_specs_carry_config_overrides_and_recipe_flags(quality):
+    args, config = recipe_values(quality, "simclr:tau=0.1,--learning_rate=0.6")
+    assert config.tau == 0.1 and config.generator_architecture == "none" and config.lambda_entropy == 0
+    assert args.learning_rate == 0.6
+    _, control = recipe_values(quality, "coding_rate_only")
+    assert control.generator_architecture == "none" and control.lambda_entropy > 0
+    assert control.beta_kl == 0 and control.encoder_spectral_norm is False
+    _, simsiam = recipe_values(quality, "simsiam_saib_only:saib_stance=adversarial")
+    assert (simsiam.framework, simsiam.generator_architecture) == ("simsiam", "saib")
+    assert simsiam.saib_stance == "adversarial"
+    assert simsiam.lambda_entropy == simsiam.beta_kl == 0 and simsiam.encoder_spectral_norm is False
+    assert quality.baseline_of("simclr:tau=0.1", None) is None
+    assert quality.baseline_of("iecl:tau=0.1", None) == "simclr"
+    assert quality.baseline_of("iecl", "simclr:tau=0.1") == "simclr:tau=0.1"
+    for bad in ("nope", "simclr:tau", "simclr:=1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            quality.parse_variant(bad)
+
+
+def test_validation_protocol_scores_the_fixed_hold_out_and_test_protocol_the_test_split(quality):
+    args = benchmark_args(eval_dataset="eval", protocol="validation", validation_size=5000, split_seed=0)
+    args.max_eval_samples = None
+    command = quality.eval_command(args, 3, "pre", "ev")
+    assert command[command.index("--validation_size") + 1] == "5000"
+    assert command[command.index("--split_seed") + 1] == "0"  # not the run's seed: every run scores the same images
+    args.protocol = "test"
+    assert "--validation_size" not in quality.eval_command(args, 3, "pre", "ev")
+
+
+@pytest.mark.parametrize(
+    "changes, field",
+    [
+        ({"commit": "def"}, "commit"),
+        ({"dirty": True}, "dirty"),
+        ({"pretrain_dataset": {"fingerprint": "f2"}}, "pretrain_dataset"),
+        ({"pretrain_args": {"num_train_epochs": 40}}, "pretrain_args differs (num_train_epochs)"),
+        ({"eval_dataset": {"scored_split": "test"}}, "eval_dataset differs (scored_split)"),
+        ({"probe": {"epochs": 50}}, "probe"),
+    ],
+)
+def test_runs_that_differ_beyond_their_overrides_are_not_paired(quality, changes, field):
+    def record(variant, linear, provenance_record):
+        return dict(variant=variant, seed=0, linear_top1=linear, knn_top1=linear, provenance=provenance_record)
+
+    same = [record("simclr", 50.0, provenance()), record("iecl", 52.0, provenance(config_diff={"tau": 0.1}))]
+    assert quality.mismatch(*same) is None  # the config and the wall times may differ
+    assert "+2.00" in quality.summarize(same)
+    other = [same[0], record("iecl", 52.0, provenance(**changes))]
+    assert quality.mismatch(*other).startswith(field if " " in field else f"{field} differs")
+    table = quality.summarize(other)
+    assert "refused" in table and field.split(" ")[0] in table and "+2.00" not in table
+
+
+def test_a_variants_own_recipe_flag_may_differ(quality):
+    first = dict(variant="simclr", seed=0, provenance=provenance())
+    second = dict(
+        variant="simclr:--learning_rate=0.6", seed=0, provenance=provenance(pretrain_args={"learning_rate": 0.6})
+    )
+    assert quality.mismatch(first, second) is None
+    third = dict(variant="simclr", seed=0, provenance=provenance(pretrain_args={"learning_rate": 0.6}))
+    assert quality.mismatch(first, third).startswith("pretrain_args differs")
 
 
 def test_lightly_views_variant_is_the_recipe_with_its_flags_and_per_image_views(quality):

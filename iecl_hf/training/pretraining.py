@@ -504,7 +504,8 @@ def export(
                 "epoch": state.epoch,
                 "images_seen": state.images_seen,
                 **figures,
-                "args": {**vars(args), **vars(data_args)},
+                # every flag but the Hub token (this file is pushed with the model)
+                "args": {k: v for k, v in {**vars(args), **vars(data_args)}.items() if k != "hub_token"},
                 "provenance": {
                     **provenance(),
                     "config_diff": config.to_diff_dict(),  # the resolved model config, against IECLConfig()
