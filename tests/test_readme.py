@@ -87,3 +87,16 @@ def test_linear_eval_examples_parse(command):
     spec.loader.exec_module(module)
     argv = shlex.split(command.split("recipes/linear_eval.py", 1)[1])
     assert_parsed_as_written(argv, module.parse_args(argv))
+
+
+@pytest.mark.parametrize("command", [c for c in shell_commands() if "recipes/embed.py" in c])
+def test_embed_examples_parse(command):
+    """The README's embed commands use only arguments the recipe knows, with their values (the search snippet that
+    follows them runs in tests/test_embed.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("embed", README.parent / "recipes" / "embed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = shlex.split(command.split("recipes/embed.py", 1)[1])
+    assert_parsed_as_written(argv, module.parse_args(argv))

@@ -1,5 +1,6 @@
-"""Evaluation of frozen IE-CL encoders: feature extraction, weighted kNN, linear probe."""
+"""Evaluation of frozen IE-CL encoders: feature extraction, weighted kNN, linear probe, embedding a dataset."""
 
+from .embed import embed_split, embedded_dataset, load_embed_split
 from .eval_card import render_linear_eval_card, update_model_card
 from .features import extract_features
 from .knn import knn_accuracy, weighted_knn_predict
@@ -11,9 +12,12 @@ __all__ = [
     "AccuracyMetric",
     "LinearProbe",
     "build_classifier",
+    "embed_split",
+    "embedded_dataset",
     "extract_features",
     "fit_linear_probe",
     "knn_accuracy",
+    "load_embed_split",
     "load_frozen_encoder",
     "prepare_eval_splits",
     "render_linear_eval_card",

@@ -271,6 +271,70 @@ def parse_linear_eval_args(argv=None) -> LinearEvalArguments:
     return args
 
 
+# ---------------------------------------------------------------------------------------------- embed.py
+
+
+@dataclass
+class EmbedArguments(CheckpointArguments, HubArguments, ConfigFileArguments):
+    dataset_name: str | None = option(
+        None,
+        "Hub id (uoft-cs/cifar10), local folder/parquet/image folder; "
+        "unset: the embedded digits dataset (no network).",
+    )
+    dataset_config_name: str | None = option(None, "Configuration name of the Hub dataset.")
+    split: str = option("train", "The split to embed.")
+    image_column: str | None = option(None, "Image column (detected: an Image feature, img/image).")
+    cache_dir: str | None = option(None, "datasets / Hub cache folder.")
+    output_dir: str | None = option(
+        None,
+        "Where the embedded dataset goes (save_to_disk: the dataset's columns + --embedding_column, in the "
+        "dataset's order, and embed_results.json). Images that cannot be decoded are skipped: their rows are DROPPED "
+        "from the output, counted, and their row indices listed in embed_results.json. Written to a temporary folder, "
+        "then renamed. Default: CKPT-embeddings-DATASET-SPLIT (outputs/OWNER--NAME-embeddings-... for a Hub id).",
+    )
+    overwrite_output_dir: bool = option(False, "Replace --output_dir if it is not empty.")
+    embedding_column: str = option("embedding", "Name of the new column (float32 lists, the pooled features).")
+    per_device_eval_batch_size: int = option(256, "Images per batch and process.")
+    dataloader_num_workers: int = option(0, "Loader processes that decode and preprocess (0: in the main process).")
+    max_samples: int | None = option(None, "Embed only the first N rows of the split (quick runs).")
+
+
+def parse_embed_args(argv=None) -> EmbedArguments:
+    """embed.py's arguments, checked, with the default --output_dir filled in. --push_to_hub pushes the embedded
+    dataset as a dataset repo named by --hub_model_id."""
+    (args,) = parse_dataclasses((EmbedArguments,), argv)
+    if not args.model_name_or_path:
+        raise ValueError("--model_name_or_path is required (a folder written by recipes/pretrain.py, or a Hub id).")
+    for name in ("per_device_eval_batch_size", "max_samples"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}.")
+    if args.dataloader_num_workers < 0:
+        raise ValueError("--dataloader_num_workers must be >= 0.")
+    if not args.embedding_column:
+        raise ValueError("--embedding_column must be a column name, e.g. embedding.")
+    if args.push_to_hub and not args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id, a dataset repo (e.g. your-name/cifar10-embeddings).")
+    if args.hub_model_id:
+        from huggingface_hub.utils import validate_repo_id
+
+        try:
+            validate_repo_id(args.hub_model_id)
+        except Exception as error:
+            raise ValueError(
+                f"--hub_model_id {args.hub_model_id!r} is not a valid repo id (expected 'name' or 'your-name/name'): "
+                f"{error}"
+            ) from error
+    if args.output_dir is None:
+        from ..data import EMBEDDED_DATASET
+
+        checkpoint = args.model_name_or_path.rstrip("/")
+        base = checkpoint if os.path.isdir(checkpoint) else os.path.join("outputs", checkpoint.replace("/", "--"))
+        dataset = os.path.basename(os.path.normpath(args.dataset_name or EMBEDDED_DATASET.replace(":", "-")))
+        args.output_dir = f"{base}-embeddings-{dataset}-{args.split}"
+    return args
+
+
 # ---------------------------------------------------------------------------------------------- IECLConfig flags
 
 
