@@ -83,6 +83,16 @@ class IECLConfig(PretrainedConfig):
             Name of a timm architecture, built with `timm.create_model(backbone, pretrained=False, num_classes=0)`.
         backbone_kwargs (`dict`, *optional*):
             Extra keyword arguments for `timm.create_model` (e.g. `{"channels": [32, 64, 128, 256]}`).
+        backbone_pretrained (`bool`, *optional*, defaults to `False`):
+            Start pretraining from timm's pretrained weights of `backbone` (its default tag, or the tag in the name,
+            e.g. `"resnet50.a1_in1k"`), downloaded by timm. Read only when the training code builds a fresh model
+            (`iecl_hf.training.starting_point`); `from_pretrained` loads a checkpoint's own weights and never
+            downloads these. With a CIFAR stem the replaced first conv starts fresh (timm's 7x7 stem does not fit).
+        backbone_checkpoint (`str`, *optional*):
+            Start pretraining from the backbone weights of a local timm folder (`config.json` + `model.safetensors`,
+            e.g. written by `recipes/export_timm.py`) or a `.safetensors` file with timm's key names; the offline
+            alternative to `backbone_pretrained`, read at the same time only. Recorded as given (a path on the
+            machine that trained).
         stem (`str`, *optional*, defaults to `"cifar"`):
             `"timm"` keeps the backbone's own stem; `"cifar"` replaces it by a 3x3 stride-1 conv without max-pool;
             `"cifar_stride2"` by a 3x3 stride-2 conv without max-pool. The CIFAR stems need a ResNet-style
@@ -169,6 +179,7 @@ class IECLConfig(PretrainedConfig):
         self,
         # the encoder
         backbone="resnet18", backbone_kwargs=None, stem="cifar", image_size=32, image_mean=None, image_std=None,
+        backbone_pretrained=False, backbone_checkpoint=None,
         # the framework (its base loss and heads)
         framework="simclr", moco_queue_size=4096, moco_batchnorm_groups=1, momentum_base=0.99,
         predictor_hidden_dim=512, projection_hidden_dim=512, projection_dim=128, projection_output_batchnorm=None,
@@ -193,6 +204,8 @@ class IECLConfig(PretrainedConfig):
             )
         self.backbone = backbone
         self.backbone_kwargs = dict(backbone_kwargs or {})
+        self.backbone_pretrained = backbone_pretrained
+        self.backbone_checkpoint = backbone_checkpoint
         self.stem = stem
         self.image_size = image_size
         self.image_mean = list(image_mean if image_mean is not None else (0.485, 0.456, 0.406))
@@ -242,6 +255,7 @@ class IECLConfig(PretrainedConfig):
             )
         if not isinstance(self.backbone_kwargs, dict):
             raise ValueError(f"IECLConfig.backbone_kwargs must be a dict, got {type(self.backbone_kwargs).__name__}.")
+        self._validate_backbone_weights(timm)
         _check_choice("stem", self.stem, STEMS)
         _check_choice("framework", self.framework, FRAMEWORKS)
         _check_choice("generator_architecture", self.generator_architecture, GENERATOR_ARCHITECTURES)
@@ -289,6 +303,30 @@ class IECLConfig(PretrainedConfig):
                 raise ValueError(f"IECLConfig.{name} must be 3 numbers (one per RGB channel), got {value!r}.")
         if any(v <= 0 for v in self.image_std):
             raise ValueError(f"IECLConfig.image_std must be > 0 per channel, got {self.image_std!r}.")
+
+    def _validate_backbone_weights(self, timm):
+        """`backbone_pretrained` / `backbone_checkpoint`: one source of starting weights, one timm has."""
+        if not isinstance(self.backbone_pretrained, bool):
+            raise ValueError(
+                f"IECLConfig.backbone_pretrained must be True or False, got {self.backbone_pretrained!r}."
+            )
+        if self.backbone_checkpoint is not None and not (
+            isinstance(self.backbone_checkpoint, str) and self.backbone_checkpoint.strip()
+        ):
+            raise ValueError(
+                "IECLConfig.backbone_checkpoint must be the path of a timm folder or a .safetensors file, got "
+                f"{self.backbone_checkpoint!r}."
+            )
+        if self.backbone_pretrained and self.backbone_checkpoint is not None:
+            raise ValueError(
+                f"IECLConfig: backbone_pretrained=True and backbone_checkpoint={self.backbone_checkpoint!r} both give "
+                "the backbone's starting weights; choose one."
+            )
+        if self.backbone_pretrained and not timm.models.is_model_pretrained(self.backbone):
+            raise ValueError(
+                f"IECLConfig.backbone_pretrained=True: timm has no pretrained weights for {self.backbone!r}; choose "
+                "a backbone it has weights for (`timm.list_models(pretrained=True)`) or pass backbone_checkpoint."
+            )
 
 
 __all__ = ["IECLConfig"]

@@ -22,9 +22,14 @@ from .saib_iecl import SAIB, saib_logdet
 from .spectral_iecl import EncoderSpectralPenalty
 
 
-def build_backbone(config: IECLConfig) -> nn.Module:
-    """`timm.create_model(config.backbone, ...)` with the stem `config.stem` asks for."""
-    backbone = timm.create_model(config.backbone, pretrained=False, num_classes=0, **config.backbone_kwargs)
+def build_backbone(config: IECLConfig, pretrained: bool = False) -> nn.Module:
+    """`timm.create_model(config.backbone, ...)` with the stem `config.stem` asks for.
+
+    `pretrained=True`: timm downloads and loads its pretrained weights of `config.backbone`. The model classes never
+    ask for it (a checkpoint brings its own weights to `from_pretrained`); the training code does, for a fresh model
+    with `config.backbone_pretrained` (`iecl_hf.training.starting_point`). A CIFAR stem replaces the first conv after
+    timm built it, so that conv starts fresh either way."""
+    backbone = timm.create_model(config.backbone, pretrained=pretrained, num_classes=0, **config.backbone_kwargs)
     if config.stem != "timm":
         if not (isinstance(getattr(backbone, "conv1", None), nn.Conv2d) and hasattr(backbone, "maxpool")):
             raise ValueError(
@@ -85,7 +90,16 @@ class IECLPreTrainedModel(PreTrainedModel):
 
 
 class IECLModel(IECLPreTrainedModel):
-    """The encoder f_theta: a timm backbone. Input: `pixel_values` normalized with the image processor."""
+    """The encoder f_theta: a timm backbone. Input: `pixel_values` normalized with the image processor.
+
+    Attributes:
+        backbone (`nn.Module`): the plain timm module, `timm.create_model(config.backbone, num_classes=0,
+            **config.backbone_kwargs)` with its first conv replaced for the CIFAR stems. Its state dict has timm's
+            key names, and timm's API works on it (`forward_features`, `forward_intermediates`, `forward_head`,
+            `set_grad_checkpointing`), so it goes into code that expects a timm model as it is.
+            `recipes/export_timm.py` writes it as a timm folder for `stem="timm"`; for the CIFAR stems, which timm
+            cannot build by name, this attribute is the way out.
+    """
 
     # A pretraining checkpoint also holds the framework head (projector, momentum encoder, queue) and the
     # generator: the encoder leaves them, silently. Only `iecl.backbone` is the released encoder.

@@ -100,3 +100,26 @@ def test_embed_examples_parse(command):
     spec.loader.exec_module(module)
     argv = shlex.split(command.split("recipes/embed.py", 1)[1])
     assert_parsed_as_written(argv, module.parse_args(argv))
+
+
+@pytest.mark.parametrize("command", [c for c in shell_commands() if "recipes/export_timm.py" in c])
+def test_export_timm_examples_run(command, tmp_path, monkeypatch):
+    """The README's export commands run as written (from a tiny stem='timm' checkpoint at their
+    --model_name_or_path; the Hub upload patched), and timm loads what they write."""
+    import timm
+    from helpers import block_network, load_script
+    from huggingface_hub import HfApi
+    from test_export_timm import write_tiny_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    attempts, uploads = block_network(monkeypatch), []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kwargs: f"https://huggingface.co/{repo_id}")
+    monkeypatch.setattr(HfApi, "upload_folder", lambda self, **kwargs: uploads.append(kwargs["repo_id"]))
+    recipe = load_script(README.parent / "recipes" / "export_timm.py", "iecl_test_readme_export_timm")
+    argv = shlex.split(command.split("recipes/export_timm.py", 1)[1])
+    args = recipe.parse_export_args(argv)
+    assert_parsed_as_written(argv, args)
+    write_tiny_checkpoint(args.model_name_or_path)
+    assert recipe.main(argv) == 0
+    assert timm.create_model(f"local-dir:{args.output_dir}", pretrained=True, num_classes=0).num_features == 64
+    assert uploads == ([args.hub_model_id] if args.push_to_hub else []) and attempts == []

@@ -29,6 +29,40 @@ IECL_FIELDS = (
 )
 
 
+def timm_pretrained_id(backbone: str) -> str | None:
+    """The Hub id of the weights `timm.create_model(backbone, pretrained=True)` loads (its default tag, or the tag in
+    the name), e.g. 'timm/resnet18.a1_in1k'; None if timm names none."""
+    import timm
+
+    try:
+        pretrained_cfg = timm.models.get_pretrained_cfg(backbone)
+    except Exception:  # an unknown name or tag
+        return None
+    hub_id = getattr(pretrained_cfg, "hf_hub_id", None)
+    return hub_id if hub_id and is_hub_id(hub_id) else None
+
+
+def starting_weights(config, initialized_from: str | None) -> tuple[str, str | None]:
+    """(the card's "initialized from" text, its `base_model`: a Hub id or None). A checkpoint the run continued
+    (`--model_name_or_path`) comes first; then the backbone's starting weights (`--backbone_pretrained`,
+    `--backbone_checkpoint`), which its config records, also when it was continued from a local folder."""
+    backbone_pretrained = getattr(config, "backbone_pretrained", False)
+    timm_id = timm_pretrained_id(config.backbone) if backbone_pretrained else None
+    checkpoint = getattr(config, "backbone_checkpoint", None)
+    if initialized_from:
+        text = f"`{initialized_from}`"
+    elif backbone_pretrained:
+        text = f"timm's pretrained `{config.backbone}` weights" + (f" (`{timm_id}`)" if timm_id else "")
+        if config.stem != "timm":
+            text += f", the first conv fresh (`{config.stem}` stem)"
+    elif checkpoint:
+        text = f"backbone weights from `{checkpoint}`"
+    else:
+        text = "random weights"
+    candidates = [initialized_from, timm_id]
+    return text, next((name for name in candidates if name and is_hub_id(name)), None)
+
+
 def render_pretraining_card(
     config,
     *,
@@ -46,14 +80,16 @@ def render_pretraining_card(
     limitations: str = "",
     initialized_from: str | None = None,
 ) -> ModelCard:
-    """`initialized_from`: the --model_name_or_path the run started from (a Hub id becomes the card's `base_model`)."""
+    """`initialized_from`: the --model_name_or_path the run started from (a Hub id becomes the card's `base_model`;
+    without one, the Hub id of the timm weights `--backbone_pretrained` started the backbone from)."""
+    initialized_text, base_model = starting_weights(config, initialized_from)
     card_data = ModelCardData(
         library_name="transformers",
         license="apache-2.0",
         pipeline_tag="image-feature-extraction",
         tags=["iecl", "self-supervised", "contrastive-learning", config.framework, "timm", "custom_code"],
         datasets=[dataset_name] if is_hub_id(dataset_name) else None,
-        base_model=initialized_from if initialized_from and is_hub_id(initialized_from) else None,
+        base_model=base_model,
     )
     return ModelCard.from_template(
         card_data,
@@ -62,7 +98,7 @@ def render_pretraining_card(
         repo_id=repo_id,
         dataset_name=dataset_name,
         num_train_images=num_train_images,
-        initialized_from=f"`{initialized_from}`" if initialized_from else "random weights",
+        initialized_from=initialized_text,
         framework=config.framework,
         backbone=config.backbone + (f" {config.backbone_kwargs}" if config.backbone_kwargs else ""),
         stem=config.stem,

@@ -338,9 +338,17 @@ def parse_embed_args(argv=None) -> EmbedArguments:
 # ---------------------------------------------------------------------------------------------- IECLConfig flags
 
 
+# IECLConfig fields whose value is plain text (a path): taken as written, not parsed as JSON.
+TEXT_FIELDS = {
+    "backbone_checkpoint": "(a path): start the backbone from a local timm folder (recipes/export_timm.py writes "
+    "one) or a .safetensors file",
+}
+FIELD_HELP = {"backbone_pretrained": "start the backbone from timm's pretrained weights of --backbone (downloaded)"}
+
+
 def _model_arguments_class():
     """One optional flag per IECLConfig field (None = keep the preset/config default), always in sync with
-    the config.
+    the config. A bool field's flag alone means true (`--backbone_pretrained`), or takes true/false.
     """
     fields = []
     for name, parameter in inspect.signature(IECLConfig.__init__).parameters.items():
@@ -352,9 +360,11 @@ def _model_arguments_class():
         else:
             kind = str if isinstance(default, (dict, list, tuple)) or default is None else type(default)
             help_text = "JSON" if kind is str and not isinstance(default, str) else ""
-        fields.append(
-            (name, kind | None, field(default=None, metadata={"help": f"IECLConfig.{name} {help_text}".strip()}))
-        )
+        help_text = TEXT_FIELDS.get(name, FIELD_HELP.get(name, help_text))
+        metadata = {"help": f"IECLConfig.{name} {help_text}".strip()}
+        if kind is bool:
+            metadata.update(nargs="?", const=True)
+        fields.append((name, kind | None, field(default=None, metadata=metadata)))
     return dataclasses.make_dataclass("ModelArguments", fields)
 
 
@@ -485,7 +495,7 @@ def model_config_values(train_args, model_args) -> dict:
     values = dict(PRESETS.get(preset, {}))
     for name, value in dataclasses.asdict(model_args).items():
         if value is not None:
-            values[name] = parse_value(value) if isinstance(value, str) else value
+            values[name] = parse_value(value) if isinstance(value, str) and name not in TEXT_FIELDS else value
     overrides = parse_overrides(train_args.model_config_overrides)
     unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(ModelArguments)})
     if unknown:
