@@ -50,6 +50,8 @@ class IECLPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     supports_gradient_checkpointing = True
+    # The timm backbone is one block for `device_map="auto"` (timm has no model parallelism), as TimmWrapperModel.
+    _no_split_modules = ["IECLModel"]
 
     def _init_weights(self, module):
         # Only the layers IE-CL owns (marked by `mark_owned`): the default would re-initialize the timm backbone and
@@ -110,6 +112,12 @@ class IECLModel(IECLPreTrainedModel):
         self.backbone = build_backbone(config)
         self.num_features = self.backbone.num_features
         self.post_init()
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        """Whether the backbone recomputes its activations in the backward pass (timm's `grad_checkpointing`, set by
+        `gradient_checkpointing_enable`); what transformers' `is_gradient_checkpointing` reads."""
+        return bool(getattr(self.backbone, "grad_checkpointing", False))
 
     def forward(self, pixel_values: torch.Tensor, output_hidden_states=None, return_dict=None, **kwargs):
         """`last_hidden_state`: the final feature map; `pooler_output`: the pooled features (what the linear probe
@@ -329,16 +337,23 @@ class IECLForImageClassification(IECLPreTrainedModel):
         mark_owned(self.classifier)
         self.post_init()
 
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, return_dict=None, **kwargs):
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        pooled = self.iecl(pixel_values).pooler_output
-        logits = self.classifier(self.dropout(pooled))
+        encoded = self.iecl(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
+        logits = self.classifier(self.dropout(encoded.pooler_output))
         # transformers' classification loss: regression, single-label or multi-label from `config.problem_type`
         # (inferred from num_labels and the labels' dtype when unset).
         loss = self.loss_function(labels, logits, self.config) if labels is not None else None
         if not return_dict:
-            return (loss, logits) if loss is not None else (logits,)
-        return ImageClassifierOutputWithNoAttention(loss=loss, logits=logits)
+            return tuple(v for v in (loss, logits, encoded.hidden_states) if v is not None)
+        return ImageClassifierOutputWithNoAttention(loss=loss, logits=logits, hidden_states=encoded.hidden_states)
 
 
 __all__ = [

@@ -23,6 +23,7 @@ from iecl_hf.training.arguments import check_output_dir, hub_kwargs, parse_args,
 from iecl_hf.training.pretraining import (
     PretrainingStep,
     check_before_start,
+    check_sync_batchnorm,
     export,
     finish,
     make_accelerator,
@@ -52,6 +53,7 @@ def main(argv=None) -> int:
 
     started = time.time()
     accelerator = make_accelerator(args, run)
+    check_sync_batchnorm(args.sync_batchnorm, accelerator)
     set_seed(args.seed, device_specific=False)  # the same initial weights on every process
     origin = f"config of {args.model_name_or_path}" if args.model_name_or_path else f"preset {args.preset}"
     accelerator.print(

@@ -130,6 +130,7 @@ def test_round_trip_through_save_pretrained(tmp_path):
         image_size=16,
         tau=0.3,
         generator_architecture="none",
+        saib_stance="adversarial",
         saib_patch_size=2,
         saib_dim=16,
         saib_expansion=3,

@@ -161,6 +161,12 @@ class PretrainArguments(CheckpointArguments, HubArguments, TrackingArguments, Co
         None, "A checkpoint folder, or 'latest' (newest complete one in --output_dir)."
     )
     dataloader_num_workers: int = option(1)
+    gradient_checkpointing: bool = option(
+        False, "Recompute the backbone's activations in the backward (timm's set_grad_checkpointing): less memory."
+    )
+    sync_batchnorm: bool = option(
+        False, "BatchNorm statistics over every GPU process (torch.nn.SyncBatchNorm); needs CUDA devices."
+    )
     channels_last: bool = option(False, "channels_last memory format (CPU preset: a 16% faster step; BENCHMARKS.md).")
     # transformers' TrainingArguments names. The encoder (IECLModel) is compiled in place: plain checkpoint keys.
     torch_compile: bool = option(False, "torch.compile the encoder (implied by the two options below).")

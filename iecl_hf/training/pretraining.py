@@ -81,6 +81,15 @@ def check_before_start(args) -> str | None:
     return checkpoint
 
 
+def check_sync_batchnorm(sync_batchnorm: bool, accelerator: Accelerator):
+    """SyncBatchNorm runs on CUDA only; on one process it would change nothing."""
+    if sync_batchnorm and accelerator.device.type != "cuda":
+        raise ValueError(
+            f"--sync_batchnorm needs GPUs (SyncBatchNorm runs on CUDA devices only; this run is on "
+            f"{accelerator.device.type}): drop the flag, or launch on several GPUs with `accelerate launch`."
+        )
+
+
 def make_accelerator(args, run: TrackerRun) -> Accelerator:
     return Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -255,6 +264,11 @@ def apply_speed_options(
 def prepare_model(model, data: TrainingData, data_args, args, accelerator, checkpoint) -> Training:
     """Optimizers (encoder: SGD/AdamW/LARS; SAIB: AdamW), `accelerator.prepare`, the schedule and the training state
     registered for checkpointing; the disk space the run needs is checked."""
+    if args.gradient_checkpointing:  # transformers' name; timm's set_grad_checkpointing underneath
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
+    if args.sync_batchnorm and accelerator.num_processes > 1:  # before prepare, as DDP needs it
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     memory_format = apply_speed_options(
         model,
         model.iecl,
