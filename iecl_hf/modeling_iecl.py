@@ -22,14 +22,29 @@ from .saib_iecl import SAIB, saib_logdet
 from .spectral_iecl import EncoderSpectralPenalty
 
 
+def timm_model_kwargs(config: IECLConfig) -> dict:
+    """The keywords `build_backbone` gives `timm.create_model` besides `num_classes`: `config.backbone_kwargs`, plus
+    `img_size=config.image_size` for the architectures whose input size is fixed at construction (ViT, DeiT, Swin,
+    EVA, ...: their position embeddings have one entry per patch of that size). That is timm's own rule: it passes
+    `img_size` (from `pretrained_cfg["input_size"]`) exactly when the pretrained cfg says `fixed_input_size`. An
+    `img_size` in `backbone_kwargs` wins."""
+    kwargs = dict(config.backbone_kwargs)
+    pretrained_cfg = timm.models.get_pretrained_cfg(config.backbone)
+    if pretrained_cfg is not None and pretrained_cfg.fixed_input_size:
+        kwargs.setdefault("img_size", config.image_size)
+    return kwargs
+
+
 def build_backbone(config: IECLConfig, pretrained: bool = False) -> nn.Module:
-    """`timm.create_model(config.backbone, ...)` with the stem `config.stem` asks for.
+    """`timm.create_model(config.backbone, ...)` with the stem `config.stem` asks for, at `config.image_size` for the
+    architectures built for one input size (`timm_model_kwargs`).
 
     `pretrained=True`: timm downloads and loads its pretrained weights of `config.backbone`. The model classes never
     ask for it (a checkpoint brings its own weights to `from_pretrained`); the training code does, for a fresh model
     with `config.backbone_pretrained` (`iecl_hf.training.starting_point`). A CIFAR stem replaces the first conv after
-    timm built it, so that conv starts fresh either way."""
-    backbone = timm.create_model(config.backbone, pretrained=pretrained, num_classes=0, **config.backbone_kwargs)
+    timm built it, so that conv starts fresh either way. A ViT's weights trained at another size load all the same:
+    timm resamples their position embeddings to `img_size`."""
+    backbone = timm.create_model(config.backbone, pretrained=pretrained, num_classes=0, **timm_model_kwargs(config))
     if config.stem != "timm":
         if not (isinstance(getattr(backbone, "conv1", None), nn.Conv2d) and hasattr(backbone, "maxpool")):
             raise ValueError(
@@ -96,7 +111,7 @@ class IECLModel(IECLPreTrainedModel):
 
     Attributes:
         backbone (`nn.Module`): the plain timm module, `timm.create_model(config.backbone, num_classes=0,
-            **config.backbone_kwargs)` with its first conv replaced for the CIFAR stems. Its state dict has timm's
+            **timm_model_kwargs(config))` with its first conv replaced for the CIFAR stems. Its state dict has timm's
             key names, and timm's API works on it (`forward_features`, `forward_intermediates`, `forward_head`,
             `set_grad_checkpointing`), so it goes into code that expects a timm model as it is.
             `recipes/export_timm.py` writes it as a timm folder for `stem="timm"`; for the CIFAR stems, which timm

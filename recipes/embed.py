@@ -19,6 +19,7 @@ import sys
 import time
 
 from accelerate import Accelerator
+from accelerate.logging import get_logger
 
 import iecl_hf  # noqa: F401  (registers the Auto classes)
 from iecl_hf.evaluation.embed import (
@@ -33,16 +34,20 @@ from iecl_hf.evaluation.embed import (
 )
 from iecl_hf.training.arguments import hub_kwargs, run_recipe
 from iecl_hf.training.arguments import parse_embed_args as parse_args
+from iecl_hf.training.logs import progress_bars_enabled, setup_logging
+
+logger = get_logger("iecl_hf.recipes.embed")  # under the `iecl_hf` logger that --log_level sets up
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    setup_logging(args.log_level)
     accelerator = Accelerator()
     check_embed_output_dir(args.output_dir, args.overwrite_output_dir)
     started = time.time()
 
     encoder, image_processor = load_embed_encoder(
-        args.model_name_or_path, say=accelerator.print, **hub_kwargs(args, args.cache_dir)
+        args.model_name_or_path, say=logger.info, **hub_kwargs(args, args.cache_dir)
     )
     encoder.to(accelerator.device)
     with accelerator.main_process_first():  # one process downloads / prepares the dataset, the others reuse it
@@ -56,7 +61,7 @@ def main(argv=None) -> int:
             args.cache_dir,
             args.max_samples,
         )
-    accelerator.print(
+    logger.info(
         f"Embedding {len(split)} images of {args.dataset_name or 'the embedded digits'} [{args.split}] "
         f"(column {columns.image!r}) with {args.model_name_or_path}: {accelerator.num_processes} process(es) on "
         f"{accelerator.device}, batch {args.per_device_eval_batch_size} per process."
@@ -69,13 +74,14 @@ def main(argv=None) -> int:
         args.per_device_eval_batch_size,
         accelerator,
         num_workers=args.dataloader_num_workers,
+        progress=progress_bars_enabled(),
     )
 
     exit_code = 0
     if accelerator.is_main_process:
         if result.num_skipped:
-            accelerator.print(
-                f"WARNING: skipped {result.num_skipped} images that could not be decoded (rows dropped; their "
+            logger.warning(
+                f"skipped {result.num_skipped} images that could not be decoded (rows dropped; their "
                 f"indices are in embed_results.json)."
             )
         dataset = embedded_dataset(split, result, args.embedding_column)
@@ -83,7 +89,7 @@ def main(argv=None) -> int:
             args, split, columns, result, encoder, image_processor, started, accelerator.num_processes
         )
         save_embedded(dataset, args.output_dir, results)
-        accelerator.print(
+        logger.info(
             f"Wrote {args.output_dir}: {len(dataset)} rows, {results['num_features']}-d {args.embedding_column!r} "
             f"column, {result.num_skipped} skipped, in {results['seconds']} s."
         )
@@ -95,7 +101,7 @@ def main(argv=None) -> int:
                 print(f"error: {error}", file=sys.stderr)
                 exit_code = 1
             else:
-                accelerator.print(f"Pushed to https://huggingface.co/datasets/{args.hub_model_id}")
+                logger.info(f"Pushed to https://huggingface.co/datasets/{args.hub_model_id}")
     accelerator.wait_for_everyone()
     return exit_code
 

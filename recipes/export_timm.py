@@ -15,16 +15,24 @@ refuses and points to `IECLModel.backbone`, the plain timm module. The stages li
 
 import sys
 
+from accelerate import PartialState
+from accelerate.logging import get_logger
+
 from iecl_hf.hub.export_timm import load_exportable_encoder, parse_export_args, push_timm_folder, write_timm_folder
 from iecl_hf.hub.upload import PushError
 from iecl_hf.training.arguments import hub_kwargs, run_recipe
+from iecl_hf.training.logs import setup_logging
+
+logger = get_logger("iecl_hf.recipes.export_timm")  # under the `iecl_hf` logger that --log_level sets up
 
 
 def main(argv=None) -> int:
     args = parse_export_args(argv)
+    setup_logging(args.log_level)
+    PartialState()  # accelerate's logger needs its state (one process here)
     encoder = load_exportable_encoder(args.model_name_or_path, **hub_kwargs(args, args.cache_dir))
     folder = write_timm_folder(encoder, args.output_dir, args.model_name_or_path, args.hub_model_id)
-    print(
+    logger.info(
         f"Wrote the encoder ({encoder.config.backbone}, timm's format) to {folder}: "
         f'timm.create_model("local-dir:{folder}", pretrained=True, num_classes=0) or AutoModel.from_pretrained('
         f'"{folder}")'
@@ -36,7 +44,7 @@ def main(argv=None) -> int:
     except PushError as error:
         print(f"export_timm.py: error: {error}", file=sys.stderr)
         return 1
-    print(f'Pushed to {url}: timm.create_model("hf-hub:{args.hub_model_id}", pretrained=True, num_classes=0)')
+    logger.info(f'Pushed to {url}: timm.create_model("hf-hub:{args.hub_model_id}", pretrained=True, num_classes=0)')
     return 0
 
 

@@ -28,6 +28,7 @@ import sys
 import time
 
 from accelerate import Accelerator
+from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 
 import iecl_hf  # noqa: F401  (registers the Auto classes)
@@ -44,11 +45,15 @@ from iecl_hf.evaluation.linear_eval import (
 from iecl_hf.hub.upload import push_release
 from iecl_hf.training.arguments import check_output_dir, hub_kwargs, run_recipe
 from iecl_hf.training.arguments import parse_linear_eval_args as parse_args
+from iecl_hf.training.logs import setup_logging
 from iecl_hf.training.trackers import resolve_run, start_trackers, tracker_config
+
+logger = get_logger("iecl_hf.recipes.linear_eval")  # under the `iecl_hf` logger that --log_level sets up
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    setup_logging(args.log_level)
     run = resolve_run(args.output_dir, args.run_name, resuming=False)
     args.run_name = run.name
     accelerator = Accelerator(**run.accelerator_kwargs(args.report_to))
@@ -80,11 +85,11 @@ def main(argv=None) -> int:
             accelerator.num_processes,
             started,
         )
-        save_outputs(results, encoder, probe, image_processor, splits, split_features, args, argv, accelerator.print)
+        save_outputs(results, encoder, probe, image_processor, splits, split_features, args, argv, logger.info)
         if args.push_to_hub:
             exit_code = push_release(
                 args,
-                say=accelerator.print,
+                say=logger.info,
                 commit_message="Upload IE-CL linear-eval classifier",
                 report_error=lambda message: print(f"error: {message}", file=sys.stderr),
             )

@@ -15,11 +15,13 @@ The stages live in `iecl_hf.training.pretraining`; this script runs them top to 
 import sys
 import time
 
+from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 
 import iecl_hf  # noqa: F401  (registers the Auto classes)
 from iecl_hf.frameworks_iecl import check_batchnorm_groups
 from iecl_hf.training.arguments import check_output_dir, hub_kwargs, parse_args, run_recipe, validate_train_args
+from iecl_hf.training.logs import setup_logging
 from iecl_hf.training.pretraining import (
     PretrainingStep,
     check_before_start,
@@ -37,10 +39,13 @@ from iecl_hf.training.pretraining import (
 from iecl_hf.training.starting_point import pretraining_config, pretraining_model
 from iecl_hf.training.trackers import resolve_run, start_trackers, tracker_config
 
+logger = get_logger("iecl_hf.recipes.pretrain")  # under the `iecl_hf` logger that --log_level sets up
+
 
 def main(argv=None) -> int:
     # Arguments, config and output folder, all checked before any data is read.
     data_args, args, model_values = parse_args(argv)
+    setup_logging(args.log_level)
     validate_train_args(data_args, args)
     hub = hub_kwargs(args, data_args.cache_dir)
     config = pretraining_config(model_values, args.model_name_or_path, **hub)
@@ -56,24 +61,24 @@ def main(argv=None) -> int:
     check_sync_batchnorm(args.sync_batchnorm, accelerator)
     set_seed(args.seed, device_specific=False)  # the same initial weights on every process
     origin = f"config of {args.model_name_or_path}" if args.model_name_or_path else f"preset {args.preset}"
-    accelerator.print(
+    logger.info(
         f"IE-CL pretraining: {origin}, {accelerator.num_processes} process(es) on {accelerator.device}, "
         f"mixed precision {accelerator.mixed_precision}"
     )
 
     data = prepare_data(data_args, args, config, accelerator)
     model, weights_origin = pretraining_model(config, args.model_name_or_path, **hub)
-    accelerator.print(f"Model: {weights_origin}.")
+    logger.info(f"Model: {weights_origin}.")
     training = prepare_model(model, data, data_args, args, accelerator, checkpoint)
     set_seed(args.seed, device_specific=True)  # from here on each process draws its own augmentations
-    logger = start_or_resume(training, checkpoint, args, accelerator)
+    log_file = start_or_resume(training, checkpoint, args, accelerator)  # the JSONL log
     # After a resume, TensorBoard hides what the interrupted run logged past the checkpoint, as the JSONL log is cut.
     first_step = training.state.step + 1 if checkpoint else 0
     config_values = tracker_config(vars(args), vars(data_args), config.to_diff_dict())
     start_trackers(accelerator, "iecl-pretrain", run, config_values, first_step)
 
     # Fit: the loop owns epochs, resume and the end; the callbacks log, evaluate and checkpoint.
-    callbacks = make_callbacks(training, data, args, accelerator, logger, resumed=checkpoint is not None)
+    callbacks = make_callbacks(training, data, args, accelerator, log_file, resumed=checkpoint is not None)
     loop = make_loop(training, data, args, accelerator, callbacks)
     train_step = PretrainingStep(training, data, accelerator, args, callbacks.checkpoints.last_good)
     training.model.train()

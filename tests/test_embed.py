@@ -168,7 +168,7 @@ def test_undecodable_images_are_dropped_counted_and_listed(recipe, checkpoint, a
     out = tmp_path / "out"
     args = ["--model_name_or_path", checkpoint, "--dataset_name", awkward_dataset, "--output_dir", out]
     assert run(recipe, *args, "--per_device_eval_batch_size", 4) == 0
-    assert "skipped 3 images that could not be decoded" in capsys.readouterr().out
+    assert "WARNING: skipped 3 images that could not be decoded" in capsys.readouterr().err  # a warning: stderr
     result = datasets.load_from_disk(str(out))
     assert result["label"] == [0, 1, 3, 4, 6, 7, 8, 10]
     assert all(len(e) == 64 for e in result["embedding"])

@@ -259,8 +259,8 @@ def test_awkward_and_corrupt_images_are_converted_or_skipped_and_counted(tmp_pat
     )
     assert code == 0
     captured = capsys.readouterr()
-    assert f"skipped {len(corrupt)} images" in captured.out
-    assert "could not be decoded" in captured.err  # warned when it happens, too
+    assert f"WARNING: skipped {len(corrupt)} images" in captured.err  # warnings go to stderr
+    assert "WARNING: an image could not be decoded" in captured.err  # warned when it happens, too
     results = read_json(out / "train_results.json")
     assert results["skipped images"] == len(corrupt)
     assert results["step"] == steps

@@ -12,9 +12,11 @@ import time
 from dataclasses import dataclass
 
 import torch
+from accelerate.logging import get_logger
 
 from ..data import EMBEDDED_DATASET, load_image_dataset
 from ..provenance import provenance
+from ..training.logs import progress_bars_enabled
 from .eval_card import dataset_identity, render_linear_eval_card, update_model_card
 from .knn import weighted_knn_predict
 from .linear_probe import (
@@ -36,6 +38,13 @@ from .linear_probe import (
 from .metrics import AccuracyMetric
 from .plots import save_features_2d
 
+logger = get_logger(__name__)
+
+
+def show_progress(accelerator) -> bool:
+    """Progress bars on the main process, unless --log_level is warning or error."""
+    return accelerator.is_local_main_process and progress_bars_enabled()
+
 
 def load_encoder(args, accelerator, **hub_kwargs):
     """The frozen encoder (on the device) and the image processor saved beside it."""
@@ -43,7 +52,7 @@ def load_encoder(args, accelerator, **hub_kwargs):
         args.model_name_or_path, args.random_init, args.seed, **hub_kwargs
     )
     if notice:
-        accelerator.print(f"notice: {notice}")
+        logger.info(f"notice: {notice}")
     return encoder.to(accelerator.device), image_processor
 
 
@@ -66,7 +75,7 @@ def load_splits(args, image_size: int, accelerator):
         args.split_seed,
     )
     for notice in splits.notices:
-        accelerator.print(f"notice: {notice}")
+        logger.info(f"notice: {notice}")
     return splits
 
 
@@ -79,7 +88,8 @@ class SplitFeatures:
 
 
 def extract_split_features(encoder, image_processor, splits, args, accelerator) -> SplitFeatures:
-    """Pooled features of both splits with the saved preprocessing, extracted once (cached in OUT/features_cache)."""
+    """Pooled features of both splits with the saved preprocessing, extracted once (cached in OUT/features_cache),
+    with a progress bar per split."""
     cache_key = {
         "encoder": encoder_fingerprint(encoder),
         "image_processor": image_processor.to_dict(),
@@ -101,11 +111,17 @@ def extract_split_features(encoder, image_processor, splits, args, accelerator) 
         )
         key = {**cache_key, "split": role, "split_fingerprint": split._fingerprint, "num_rows": len(split)}
         features, labels, from_cache = cached_features(
-            encoder, loader, os.path.join(args.output_dir, "features_cache"), key, accelerator, args.overwrite_cache
+            encoder,
+            loader,
+            os.path.join(args.output_dir, "features_cache"),
+            key,
+            accelerator,
+            args.overwrite_cache,
+            progress=f"features {role}" if show_progress(accelerator) else None,
         )
         result.features[role], result.labels[role] = features.to(accelerator.device), labels.to(accelerator.device)
         result.from_cache[role] = from_cache
-        accelerator.print(
+        logger.info(
             f"{role}: {len(features)} images, {features.shape[1]}-d features" + (" (cached)" if from_cache else "")
         )
     if min(result.labels["train"].min().item(), result.labels["test"].min().item()) < 0:
@@ -117,11 +133,16 @@ def extract_split_features(encoder, image_processor, splits, args, accelerator) 
 
 def train_probe(encoder, image_processor, splits, split_features: SplitFeatures, args, accelerator):
     """(probe, loss history): every process trains the same probe on the gathered features; with --augment, on random
-    crops through the frozen encoder, the processes sharing the work."""
+    crops through the frozen encoder, the processes sharing the work. A progress bar over the epochs."""
     train_features, train_labels = split_features.features["train"], split_features.labels["train"]
     mean, std = feature_statistics(train_features) if args.standardize else (None, None)
     probe = LinearProbe(train_features.shape[1], len(splits.label_names), mean, std).to(accelerator.device)
-    optimizer_kwargs = dict(optimizer=args.optimizer, learning_rate=args.learning_rate, weight_decay=args.weight_decay)
+    optimizer_kwargs = dict(
+        optimizer=args.optimizer,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        progress=show_progress(accelerator),
+    )
     if args.augment:
         augmented = accelerator.prepare(
             image_dataloader(
@@ -158,7 +179,7 @@ def score(probe, split_features: SplitFeatures, num_classes: int, args, accelera
     features, labels = split_features.features, split_features.labels
     metric = AccuracyMetric(args.accuracy_metric)
     if metric.notice:
-        accelerator.print(f"notice: {metric.notice}")
+        logger.info(f"notice: {metric.notice}")
     with torch.no_grad():
         test_logits = probe(features["test"])
         train_predictions = probe(features["train"]).argmax(1)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
+from tqdm.auto import tqdm
 
 from ..configuration_iecl import IECLConfig
 from ..data.augmentations import crop_scale
@@ -262,11 +263,20 @@ def image_dataloader(
     )
 
 
-def cached_features(encoder, dataloader, cache_dir: str, key: dict, accelerator=None, overwrite: bool = False):
+def cached_features(
+    encoder,
+    dataloader,
+    cache_dir: str,
+    key: dict,
+    accelerator=None,
+    overwrite: bool = False,
+    progress: str | None = None,
+):
     """(features, labels, from_cache): features of a frozen encoder, from `cache_dir` when an extraction with the
     same `key` (encoder fingerprint, preprocessing, dataset, split, ...) is there.
 
-    Files: `cache_dir/<split>-<hash of key>.pt`, loaded with `torch.load(weights_only=True)`.
+    Files: `cache_dir/<split>-<hash of key>.pt`, loaded with `torch.load(weights_only=True)`. `progress`: the
+    description of a progress bar over the extraction's batches (None: none).
     """
     digest = hashlib.sha256(
         json.dumps({**key, "format": CACHE_FORMAT_VERSION}, sort_keys=True, default=str).encode()
@@ -276,7 +286,7 @@ def cached_features(encoder, dataloader, cache_dir: str, key: dict, accelerator=
         cached = torch.load(path, weights_only=True)
         return cached["features"], cached["labels"], True
     gather = accelerator.gather_for_metrics if accelerator is not None else None
-    features, labels = extract_features(encoder, dataloader, gather=gather)
+    features, labels = extract_features(encoder, dataloader, gather=gather, progress=progress)
     if accelerator is None or accelerator.is_main_process:
         os.makedirs(cache_dir, exist_ok=True)
         temporary = f"{path}.tmp{os.getpid()}"
@@ -381,9 +391,11 @@ def fit_linear_probe(
     learning_rate: float | None = None,
     weight_decay: float = 0.0,
     accelerator=None,
+    progress: bool = False,
 ) -> list[float]:
     """Train `probe` in place with cross-entropy and a cosine schedule (to 0 over all steps); returns the mean
-    training loss of each epoch. With `accelerator`, the probe is prepared (DDP over processes, for `--augment`)."""
+    training loss of each epoch. With `accelerator`, the probe is prepared (DDP over processes, for `--augment`).
+    `progress`: a tqdm bar over the epochs with the last epoch's loss (the caller decides which process shows it)."""
     torch_optimizer = make_optimizer(probe, optimizer, learning_rate, weight_decay)
     # Stepped by hand once per optimizer step (a prepared scheduler would step once per process).
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(torch_optimizer, T_max=max(epochs * steps_per_epoch, 1))
@@ -392,6 +404,7 @@ def fit_linear_probe(
         model, step_optimizer = accelerator.prepare(probe, torch_optimizer)
     model.train()
     history = []
+    bar = tqdm(total=epochs, desc="linear probe", unit="epoch", disable=not progress)
     for epoch in range(epochs):
         total, count = 0.0, 0
         for features, labels in batches(epoch):
@@ -405,6 +418,9 @@ def fit_linear_probe(
             scheduler.step()
             total, count = total + loss.item() * len(labels), count + len(labels)
         history.append(total / max(count, 1))
+        bar.update(1)
+        bar.set_postfix(loss=f"{history[-1]:.4f}")
+    bar.close()
     model.eval()
     return history
 

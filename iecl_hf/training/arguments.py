@@ -6,6 +6,7 @@ pretrain.py: data, training and model (`IECLConfig`) dataclasses. Every `IECLCon
 (`--lambda_entropy 0.5`), and `--model_config_overrides "lambda_entropy=0.5,framework=simclr"` sets several at once.
 """
 
+import argparse
 import ast
 import dataclasses
 import inspect
@@ -20,6 +21,7 @@ from transformers import HfArgumentParser
 from ..configuration_iecl import FRAMEWORK_DEFAULTS, IECLConfig
 from ..evaluation.linear_probe import DEFAULT_LEARNING_RATES
 from ..evaluation.plots import EMBEDDING_METHODS
+from .logs import LEVELS as LOG_LEVELS
 from .trackers import check_tracking_args
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -38,6 +40,27 @@ PRESETS = {
     "stl10": {"backbone": "resnet18", "backbone_kwargs": {}, "stem": "timm", "image_size": 96},
     # ImageNet scale.
     "imagenet": {"backbone": "resnet50", "backbone_kwargs": {}, "stem": "timm", "image_size": 224},
+    # ViT-S/16 at ImageNet scale (timm builds it at image_size). SAIB works on patches: its 16 px patches are the
+    # ViT's own, a 14 x 14 grid. Its optimizer settings are in PRESET_TRAINING_ARGS.
+    "vit_small": {
+        "backbone": "vit_small_patch16_224",
+        "backbone_kwargs": {},
+        "stem": "timm",
+        "image_size": 224,
+        "saib_patch_size": 16,
+    },
+}
+
+# Training flags a preset sets besides the model, each only where neither the command line nor --config_file gives
+# it. The CNN presets need none: the recipe's defaults (SGD, 0.3 x global batch / 256, weight decay 5e-4) are the
+# CNN recipe. ViTs are trained with AdamW in self-supervised learning (MoCo v3, DINO, iBOT, MAE): with SGD they
+# train unstably and end worse (MoCo v3, Chen et al. 2021). The learning rate is DINO's ViT-S rule, 5e-4 x global
+# batch / 256, at the recipe's default batch (64 images on one process): with a larger global batch, scale
+# --learning_rate linearly. Weight decay 0.05, DeiT's and MAE's for ViTs (DINO starts at 0.04, MoCo v3 uses 0.1):
+# the CNN value 5e-4 is far too weak with AdamW's decoupled decay. The learning rate and weight decay are AdamW's:
+# with another --optimizer they are left to that optimizer's defaults.
+PRESET_TRAINING_ARGS = {
+    "vit_small": {"optimizer": "adamw", "learning_rate": 1.25e-4, "weight_decay": 0.05},
 }
 
 
@@ -92,6 +115,19 @@ class ConfigFileArguments:
 
 
 @dataclass
+class LoggingArguments:
+    log_level: str = field(
+        default="info",
+        metadata={
+            "help": "debug | info | warning | error: the recipe's messages from this level up (info and debug to "
+            "stdout, warnings and errors to stderr). warning and error also hide the progress bars; debug shows "
+            "transformers', datasets' and accelerate's info messages too.",
+            "choices": tuple(LOG_LEVELS),
+        },
+    )
+
+
+@dataclass
 class TrackingArguments:
     report_to: str = option(
         "none",
@@ -122,7 +158,7 @@ class DataArguments(DatasetArguments):
 
 
 @dataclass
-class PretrainArguments(CheckpointArguments, HubArguments, TrackingArguments, ConfigFileArguments):
+class PretrainArguments(CheckpointArguments, HubArguments, TrackingArguments, LoggingArguments, ConfigFileArguments):
     output_dir: str = option("outputs/pretrain-default", "Where the model, checkpoints, logs and pictures go.")
     overwrite_output_dir: bool = option(
         False,
@@ -131,8 +167,9 @@ class PretrainArguments(CheckpointArguments, HubArguments, TrackingArguments, Co
     )
     preset: str = option(
         "auto",
-        "Model preset: cpu | cifar | stl10 | imagenet | none; auto = cpu without a GPU, cifar with one "
-        "(none with --model_name_or_path). Explicit model flags override it.",
+        "Model preset: cpu | cifar | stl10 | imagenet | vit_small | none; auto = cpu without a GPU, cifar with one "
+        "(none with --model_name_or_path). Explicit model flags override it. vit_small (ViT-S/16, 224 px) also sets "
+        "--optimizer adamw --learning_rate 1.25e-4 --weight_decay 0.05 unless given.",
     )
     per_device_train_batch_size: int = option(64, "Images per process per step (each gives two views).")
     gradient_accumulation_steps: int = option(1)
@@ -186,7 +223,9 @@ FEATURE_EPOCHS, AUGMENT_EPOCHS = 100, 10
 
 
 @dataclass
-class LinearEvalArguments(CheckpointArguments, DatasetArguments, HubArguments, TrackingArguments, ConfigFileArguments):
+class LinearEvalArguments(
+    CheckpointArguments, DatasetArguments, HubArguments, TrackingArguments, LoggingArguments, ConfigFileArguments
+):
     random_init: bool = option(False, "Evaluate an untrained encoder of the checkpoint's config instead (the floor).")
     output_dir: str | None = option(
         None,
@@ -281,7 +320,7 @@ def parse_linear_eval_args(argv=None) -> LinearEvalArguments:
 
 
 @dataclass
-class EmbedArguments(CheckpointArguments, HubArguments, ConfigFileArguments):
+class EmbedArguments(CheckpointArguments, HubArguments, LoggingArguments, ConfigFileArguments):
     dataset_name: str | None = option(
         None,
         "Hub id (uoft-cs/cifar10), local folder/parquet/image folder; "
@@ -448,17 +487,53 @@ def reparse_with_config_file(parser, dataclass_types, path, argv):
 def parse_dataclasses(dataclass_types, argv=None):
     """`HfArgumentParser(dataclass_types)` on `argv`, again with a --config_file's values as defaults if one is
     given.
+
+    Every recipe has --log_level: for dataclasses without it (`LoggingArguments`), it is parsed too and set on the
+    first one returned.
     """
-    parser = HfArgumentParser(dataclass_types)
+    dataclass_types = tuple(dataclass_types)
+    added = not any(issubclass(cls, LoggingArguments) for cls in dataclass_types)
+    types = (*dataclass_types, LoggingArguments) if added else dataclass_types
+    parser = HfArgumentParser(types)
     parsed = parser.parse_args_into_dataclasses(args=argv)
     config_file = next((p.config_file for p in parsed if getattr(p, "config_file", None)), None)
-    return reparse_with_config_file(parser, dataclass_types, config_file, argv) if config_file else parsed
+    if config_file:
+        parsed = reparse_with_config_file(parser, types, config_file, argv)
+    if added:
+        *parsed, logging_args = parsed
+        parsed[0].log_level = logging_args.log_level
+    return tuple(parsed)
+
+
+def given_arguments(dataclass_types, argv=None, config_file: str | None = None) -> set[str]:
+    """Names of the arguments that the command line (`argv`, else `sys.argv`) or `config_file` gives, as opposed to
+    those left at their defaults (argparse itself tells: every default suppressed, only given flags are set)."""
+    parser = HfArgumentParser(tuple(dataclass_types))
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS  # a flag not given leaves no attribute
+    namespace, _ = parser.parse_known_args(args=None if argv is None else [str(a) for a in argv])
+    return set(vars(namespace)) | (set(load_config_file(config_file)) if config_file else set())
+
+
+def apply_preset_training_args(train_args, given: set[str]):
+    """The training flags of `train_args.preset` (`PRESET_TRAINING_ARGS`) that `given` lacks. The learning rate and
+    weight decay go with the preset's optimizer: not applied when --optimizer chose another one."""
+    values = PRESET_TRAINING_ARGS.get(train_args.preset, {})
+    other_optimizer = "optimizer" in given and train_args.optimizer != values.get("optimizer", train_args.optimizer)
+    for name, value in values.items():
+        if name in given or (other_optimizer and name in ("learning_rate", "weight_decay")):
+            continue
+        setattr(train_args, name, value)
 
 
 def parse_args(argv=None):
     """pretrain.py: (data_args, train_args, model_config_values) from the command line and an optional config file."""
-    data_args, train_args, model_args = parse_dataclasses((DataArguments, PretrainArguments, ModelArguments), argv)
-    return data_args, train_args, model_config_values(train_args, model_args)
+    types = (DataArguments, PretrainArguments, ModelArguments)
+    data_args, train_args, model_args = parse_dataclasses(types, argv)
+    values = model_config_values(train_args, model_args)  # resolves train_args.preset
+    if train_args.preset in PRESET_TRAINING_ARGS:
+        apply_preset_training_args(train_args, given_arguments(types, argv, train_args.config_file))
+    return data_args, train_args, values
 
 
 def run_recipe(main, name: str) -> int:

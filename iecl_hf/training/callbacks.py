@@ -3,13 +3,17 @@
 import os
 import time
 
+from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
 from ..evaluation import extract_features, knn_accuracy
 from .checkpointing import save_checkpoint
 from .finite import check_finite_weights
+from .logs import progress_bars_enabled
 from .loop import Callback
 from .trackers import tracker_scalars
+
+logger = get_logger(__name__)
 
 
 def is_logging_step(step: int, logging_steps: int, max_train_steps: int) -> bool:
@@ -20,13 +24,17 @@ def is_logging_step(step: int, logging_steps: int, max_train_steps: int) -> bool
 
 class LoggingCallback(Callback):
     """Every `logging_steps` (and at the last step): the LR, the images/s since the last record and the loss terms,
-    to the history (curves, the model card), the JSONL log, Accelerate's trackers and the progress bar."""
+    to the history (curves, the model card), the JSONL log, Accelerate's trackers and the progress bar (main
+    process, hidden at --log_level warning or error)."""
 
     def __init__(self, accelerator, logger, scheduler, logging_steps: int, max_train_steps: int, initial_step: int):
         self.accelerator, self.logger, self.scheduler = accelerator, logger, scheduler
         self.logging_steps, self.max_train_steps = logging_steps, max_train_steps
         self.progress = tqdm(
-            total=max_train_steps, initial=initial_step, disable=not accelerator.is_local_main_process, desc="pretrain"
+            total=max_train_steps,
+            initial=initial_step,
+            disable=not (accelerator.is_local_main_process and progress_bars_enabled()),
+            desc="pretrain",
         )
         self.window_start, self.window_images = time.perf_counter(), 0
 
@@ -90,7 +98,7 @@ class OnlineKnnCallback(Callback):
         record_event(
             state, self.logger, self.accelerator, {"step": state.step, "epoch": state.epoch, "knn_top1": top1}
         )
-        self.accelerator.print(f"epoch {state.epoch}: online kNN top-1 {100 * top1:.2f}%")
+        logger.info(f"epoch {state.epoch}: online kNN top-1 {100 * top1:.2f}%")
 
 
 class CheckpointCallback(Callback):

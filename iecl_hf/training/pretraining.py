@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
+from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration
 from datasets import Dataset
 from datasets.distributed import split_dataset_by_node
@@ -47,6 +48,8 @@ from .loop import TrainingLoop
 from .optim import build_generator_optimizer, build_optimizer, build_scheduler
 from .trackers import TrackerRun, tracker_scalars
 from .visuals import save_training_curves, save_views_grid
+
+logger = get_logger(__name__)
 
 LOGGED_TERMS = (
     "loss",
@@ -347,21 +350,23 @@ def required_disk_bytes(training: Training, args) -> int:
 def start_or_resume(training: Training, checkpoint, args, accelerator) -> JsonlLogger:
     """Load the training state of `checkpoint`, or clear the output folder for a fresh start; returns the JSONL log
     (cut back to the checkpoint's step on resume)."""
-    logger = JsonlLogger(os.path.join(args.output_dir, "logs", "train_log.jsonl"), enabled=accelerator.is_main_process)
+    log_file = JsonlLogger(
+        os.path.join(args.output_dir, "logs", "train_log.jsonl"), enabled=accelerator.is_main_process
+    )
     if checkpoint:
         accelerator.load_state(checkpoint)
         if accelerator.is_main_process:
-            logger.truncate_after(training.state.step, training.state.epoch)
-        accelerator.print(f"Resumed from {checkpoint} at step {training.state.step} (epoch {training.state.epoch}).")
-        return logger
+            log_file.truncate_after(training.state.step, training.state.epoch)
+        logger.info(f"Resumed from {checkpoint} at step {training.state.step} (epoch {training.state.epoch}).")
+        return log_file
     if accelerator.is_main_process:
         note = prepare_output_for_fresh_start(args.output_dir, args.overwrite_output_dir)
         if note:
-            accelerator.print(note)
+            logger.info(note)
     accelerator.wait_for_everyone()
     if args.resume_from_checkpoint:
-        accelerator.print(f"No checkpoint in {args.output_dir}: starting from scratch.")
-    return logger
+        logger.info(f"No checkpoint in {args.output_dir}: starting from scratch.")
+    return log_file
 
 
 # ---------------------------------------------------------------------------------------------------- the loop
@@ -396,7 +401,7 @@ def make_callbacks(training: Training, data: TrainingData, args, accelerator, lo
 
 
 def make_loop(training: Training, data: TrainingData, args, accelerator, callbacks: Callbacks) -> TrainingLoop:
-    accelerator.print(
+    logger.info(
         f"{data.num_train_images} training images, global batch {training.global_batch}, {training.max_train_steps} "
         f"steps, lr {training.learning_rate:g} ({args.optimizer}), model: {describe_model(training.unwrapped.config)}"
     )
@@ -436,10 +441,9 @@ class PretrainingStep:
     def views(self, batch):
         device, state = self.accelerator.device, self.training.state
         if int(batch["num_skipped"]) and not state.skipped_images:
-            print(
-                f"WARNING (process {self.accelerator.process_index}): an image could not be decoded and was skipped; "
-                "skipped images are counted and reported at the end.",
-                file=sys.stderr,
+            logger.warning(  # every process: accelerate's [RANK n] prefix says which, when there are several
+                "an image could not be decoded and was skipped; skipped images are counted and reported at the end.",
+                main_process_only=False,
             )
         state.skipped_images += int(batch["num_skipped"])
         if "images" in batch:
@@ -554,7 +558,7 @@ def export(
         initialized_from=initialized_from,
     )
     card.save(os.path.join(output_dir, "README.md"))
-    accelerator.print(f"Saved the model, image processor, model card and pictures to {output_dir}")
+    logger.info(f"Saved the model, image processor, model card and pictures to {output_dir}")
 
 
 def write_views(training: Training, data: TrainingData, seed: int, folder: str):
@@ -578,7 +582,7 @@ def finish(training: Training, knn, checkpoints, accelerator):
         checkpoints.save(state)
     skipped = int(accelerator.reduce(torch.tensor(state.skipped_images, device=accelerator.device), reduction="sum"))
     if skipped:
-        accelerator.print(f"WARNING: skipped {skipped} images that could not be decoded.")
+        logger.warning(f"skipped {skipped} images that could not be decoded.")
     accelerator.wait_for_everyone()
     return final_knn, skipped
 
@@ -587,4 +591,4 @@ def push(args, accelerator) -> int:
     """Upload the release folder with --push_to_hub (main process); 1 when the upload failed (the output stays)."""
     if not (args.push_to_hub and accelerator.is_main_process):
         return 0
-    return push_release(args, say=accelerator.print)  # errors to stderr, as the other recipes' push
+    return push_release(args, say=logger.info)  # errors to stderr, as the other recipes' push
