@@ -479,12 +479,27 @@ def main():
         "there, paired by seed (a sweep point against the defaults)",
     )
     parser.add_argument(
+        "--report",
+        nargs="+",
+        default=None,
+        metavar="RESULTS_FILE",
+        help="run nothing: print the table of these results files (merged; e.g. with another --reference)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="1 epoch on 512 images, 1 seed: checks the pipeline in minutes"
     )
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.max_train_samples, args.max_eval_samples, args.seeds = 1, 512, 512, [0]
         args.validation_size = min(args.validation_size, 256)
+    if args.report:
+        merged = {}
+        for path in args.report:
+            with open(path) as handle:
+                for record in json.load(handle):  # a run in two files (e.g. a shared baseline) counts once
+                    merged[(record["variant"], record["seed"], record.get("provenance", {}).get("commit"))] = record
+        print(summarize(list(merged.values()), args.reference))
+        return
     if args.compare_to:  # read now: a wrong path fails before hours of runs, not after
         with open(args.compare_to) as handle:
             reference = json.load(handle)

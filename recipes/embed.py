@@ -4,7 +4,7 @@
     python recipes/embed.py --model_name_or_path outputs/pretrain-default                  # embedded digits, train
     python recipes/embed.py --model_name_or_path CKPT --dataset_name uoft-cs/cifar10 --split test --output_dir E
     accelerate launch --num_processes 4 recipes/embed.py --model_name_or_path you/iecl-cifar10 \
-        --dataset_name ../shared/data/cifar10-small --output_dir E --push_to_hub --hub_model_id you/cifar10-embedded
+        --dataset_name uoft-cs/cifar10 --output_dir E --push_to_hub --hub_model_id you/cifar10-embedded
 
 The encoder is frozen in eval mode and each image goes through the checkpoint's saved image processor, as in
 linear evaluation. Each process embeds its contiguous shard of the split; the main process gathers the shards and

@@ -3,7 +3,7 @@
 
     python recipes/linear_eval.py --model_name_or_path outputs/pretrain-default             # embedded digits
     python recipes/linear_eval.py --model_name_or_path outputs/pretrain-default --random_init  # the floor
-    accelerate launch recipes/linear_eval.py --model_name_or_path CKPT --dataset_name ../shared/data/cifar10-small
+    accelerate launch recipes/linear_eval.py --model_name_or_path CKPT --dataset_name uoft-cs/cifar10
 
 Protocol: the encoder is frozen in eval mode; train and test images go through the checkpoint's saved image
 processor, and their pooled features are extracted once (cached in OUT/features_cache/). A linear head is trained

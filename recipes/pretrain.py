@@ -2,7 +2,7 @@
 """Pretrain an IE-CL encoder with Accelerate over a Hugging Face dataset.
 
     accelerate launch recipes/pretrain.py                              # embedded digits, CPU preset, < 3 min
-    accelerate launch recipes/pretrain.py --dataset_name ../shared/data/cifar10-small --num_train_epochs 10
+    accelerate launch recipes/pretrain.py --dataset_name uoft-cs/cifar10 --num_train_epochs 10
     accelerate launch recipes/pretrain.py --report_to tensorboard --run_name digits-baseline  # README: tracking
     accelerate launch --num_processes 4 recipes/pretrain.py --dataset_name uoft-cs/cifar10 --preset cifar \
         --per_device_train_batch_size 64 --lambda_entropy 0.2 --push_to_hub --hub_model_id you/iecl-cifar10

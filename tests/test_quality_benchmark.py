@@ -2,6 +2,7 @@
 
 import argparse
 import importlib.util
+import json
 import os
 
 import pytest
@@ -215,3 +216,19 @@ def test_runs_import_this_checkouts_package(quality, tmp_path, monkeypatch):
     quality.run(["python", "recipes/pretrain.py"], tmp_path / "log")
     assert seen["env"]["PYTHONPATH"].split(os.pathsep) == [quality.ROOT, "elsewhere"]
     assert seen["cwd"] == quality.ROOT
+
+
+def test_report_prints_the_table_of_results_files_without_running(quality, tmp_path, monkeypatch, capsys):
+    def record(variant, seed, linear):
+        return dict(variant=variant, seed=seed, linear_top1=linear, knn_top1=linear, provenance=provenance())
+
+    first = [record("simclr", 0, 50.0), record("simclr", 1, 51.0)]
+    second = [record("simclr", 1, 51.0), record("iecl", 0, 52.0), record("iecl", 1, 54.0)]  # simclr seed 1 again
+    for name, records in (("a.json", first), ("b.json", second)):
+        (tmp_path / name).write_text(json.dumps(records))
+    monkeypatch.setattr(quality, "one_run", lambda *a: pytest.fail("--report must not run anything"))
+    monkeypatch.setattr("sys.argv", ["quality.py", "--report", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    quality.main()
+    table = capsys.readouterr().out
+    assert "| simclr | 2 | 50.50 (50.00, 51.00)" in table  # the duplicate counted once
+    assert "+2.50 (" in table and "n=2" in table

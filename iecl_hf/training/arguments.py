@@ -204,7 +204,9 @@ class PretrainArguments(CheckpointArguments, HubArguments, TrackingArguments, Lo
     sync_batchnorm: bool = option(
         False, "BatchNorm statistics over every GPU process (torch.nn.SyncBatchNorm); needs CUDA devices."
     )
-    channels_last: bool = option(False, "channels_last memory format (CPU preset: a 16% faster step; BENCHMARKS.md).")
+    channels_last: bool = option(
+        False, "channels_last memory format (often faster with convolutions; measure with benchmarks/throughput.py)."
+    )
     # transformers' TrainingArguments names. The encoder (IECLModel) is compiled in place: plain checkpoint keys.
     torch_compile: bool = option(False, "torch.compile the encoder (implied by the two options below).")
     torch_compile_backend: str | None = option(None, "torch.compile backend (default inductor).")
