@@ -46,7 +46,7 @@ from iecl_hf.training.arguments import PRESETS, PretrainArguments  # noqa: E402
 from iecl_hf.training.optim import build_generator_optimizer, build_optimizer  # noqa: E402
 
 # --preset name -> iecl_hf.training.arguments.PRESETS key. `standard` is the model the goal is set on.
-PRESET_NAMES = {"standard": "cifar", "cpu": "cpu"}
+PRESET_NAMES = {"standard": "cifar", "cpu": "cpu", "vit_small": "vit_small"}
 
 # The recipe computes the saib_logdet monitor on one step in --logging_steps (its default).
 LOGGING_STEPS = PretrainArguments.__dataclass_fields__["logging_steps"].default
@@ -56,11 +56,11 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--preset",
-        choices=["standard", "cpu", "both"],
+        choices=["standard", "cpu", "vit_small", "both"],
         default="both",
         help=(
             "standard = CIFAR ResNet-18, PRESETS['cifar'] (the figure of the goal); "
-            "cpu = PRESETS['cpu'] (information)."
+            "cpu = PRESETS['cpu'] (information); vit_small = ViT-S/16 at 224 px, SAIB patch 16 (information)."
         ),
     )
     parser.add_argument("--batch_size", type=int, default=64, help="Images per view (the encoder sees 2x this).")
