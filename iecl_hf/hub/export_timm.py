@@ -17,7 +17,13 @@ from dataclasses import dataclass
 
 from ..configuration_iecl import IECLConfig
 from ..image_processing import resize_size_for
-from ..training.arguments import HubArguments, option, parse_dataclasses
+from ..training.arguments import (
+    HubArguments,
+    check_hub_model_id,
+    default_output_base,
+    option,
+    parse_dataclasses,
+)
 from .checkpoints import fetch_config_dict
 from .upload import PushError
 
@@ -74,19 +80,9 @@ def parse_export_args(argv=None) -> ExportTimmArguments:
         raise ValueError("--model_name_or_path is required (a folder written by recipes/pretrain.py, or a Hub id).")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/iecl-resnet50-timm).")
-    if args.hub_model_id:
-        from huggingface_hub.utils import validate_repo_id
-
-        try:
-            validate_repo_id(args.hub_model_id)
-        except Exception as error:
-            raise ValueError(
-                f"--hub_model_id {args.hub_model_id!r} is not a valid repo id (expected 'name' or 'your-name/name'): "
-                f"{error}"
-            ) from error
+    check_hub_model_id(args.hub_model_id)
     if args.output_dir is None:
-        checkpoint = args.model_name_or_path.rstrip("/")
-        base = checkpoint if os.path.isdir(checkpoint) else os.path.join("outputs", checkpoint.replace("/", "--"))
+        base = default_output_base(args.model_name_or_path)
         args.output_dir = base + "-timm"
     check_export_dir(args.output_dir)
     return args

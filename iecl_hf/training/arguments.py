@@ -219,6 +219,27 @@ class PretrainArguments(CheckpointArguments, HubArguments, TrackingArguments, Lo
     model_config_overrides: str | None = option(None, 'IECLConfig fields, e.g. "lambda_entropy=0.5,framework=simclr".')
 
 
+def check_hub_model_id(hub_model_id: str | None):
+    """Raise `ValueError` for a --hub_model_id the Hub would refuse (before any work is done)."""
+    if not hub_model_id:
+        return
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(hub_model_id)
+    except Exception as error:
+        raise ValueError(
+            f"--hub_model_id {hub_model_id!r} is not a valid repo id (expected 'name' or 'your-name/name'): {error}"
+        ) from error
+
+
+def default_output_base(model_name_or_path: str) -> str:
+    """Where a recipe reading a checkpoint writes by default, before its suffix: beside a local checkpoint, or
+    outputs/OWNER--NAME for a Hub id."""
+    checkpoint = model_name_or_path.rstrip("/")
+    return checkpoint if os.path.isdir(checkpoint) else os.path.join("outputs", checkpoint.replace("/", "--"))
+
+
 # ---------------------------------------------------------------------------------------------- linear_eval.py
 
 FEATURE_EPOCHS, AUGMENT_EPOCHS = 100, 10
@@ -312,8 +333,7 @@ def parse_linear_eval_args(argv=None) -> LinearEvalArguments:
     if args.learning_rate is None:
         args.learning_rate = DEFAULT_LEARNING_RATES[args.optimizer]
     if args.output_dir is None:
-        checkpoint = args.model_name_or_path.rstrip("/")
-        base = checkpoint if os.path.isdir(checkpoint) else os.path.join("outputs", checkpoint.replace("/", "--"))
+        base = default_output_base(args.model_name_or_path)
         args.output_dir = base + "-linear-eval" + ("-random-init" if args.random_init else "")
     return args
 
@@ -362,21 +382,11 @@ def parse_embed_args(argv=None) -> EmbedArguments:
         raise ValueError("--embedding_column must be a column name, e.g. embedding.")
     if args.push_to_hub and not args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id, a dataset repo (e.g. your-name/cifar10-embeddings).")
-    if args.hub_model_id:
-        from huggingface_hub.utils import validate_repo_id
-
-        try:
-            validate_repo_id(args.hub_model_id)
-        except Exception as error:
-            raise ValueError(
-                f"--hub_model_id {args.hub_model_id!r} is not a valid repo id (expected 'name' or 'your-name/name'): "
-                f"{error}"
-            ) from error
+    check_hub_model_id(args.hub_model_id)
     if args.output_dir is None:
         from ..data import EMBEDDED_DATASET
 
-        checkpoint = args.model_name_or_path.rstrip("/")
-        base = checkpoint if os.path.isdir(checkpoint) else os.path.join("outputs", checkpoint.replace("/", "--"))
+        base = default_output_base(args.model_name_or_path)
         dataset = os.path.basename(os.path.normpath(args.dataset_name or EMBEDDED_DATASET.replace(":", "-")))
         args.output_dir = f"{base}-embeddings-{dataset}-{args.split}"
     return args
@@ -704,13 +714,4 @@ def validate_train_args(data_args, train_args):
     _check_scheduler(train_args.lr_scheduler_type)
     _check_report_to(train_args.report_to)
     check_tracking_args(train_args.report_to, train_args.run_name)
-    if train_args.hub_model_id:
-        from huggingface_hub.utils import validate_repo_id
-
-        try:
-            validate_repo_id(train_args.hub_model_id)
-        except Exception as error:
-            raise ValueError(
-                f"--hub_model_id {train_args.hub_model_id!r} is not a valid repo id (expected "
-                f"'name' or 'your-name/name'): {error}"
-            ) from error
+    check_hub_model_id(train_args.hub_model_id)
