@@ -23,7 +23,6 @@ from iecl_hf.frameworks_iecl import check_batchnorm_groups
 from iecl_hf.training.arguments import check_output_dir, hub_kwargs, parse_args, run_recipe, validate_train_args
 from iecl_hf.training.logs import setup_logging
 from iecl_hf.training.pretraining import (
-    PretrainingStep,
     check_before_start,
     check_sync_batchnorm,
     export,
@@ -37,6 +36,7 @@ from iecl_hf.training.pretraining import (
     start_or_resume,
 )
 from iecl_hf.training.starting_point import pretraining_config, pretraining_model
+from iecl_hf.training.step import PretrainingStep
 from iecl_hf.training.trackers import resolve_run, start_trackers, tracker_config
 
 logger = get_logger("iecl_hf.recipes.pretrain")  # under the `iecl_hf` logger that --log_level sets up
