@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import timm
 import torch
 from torch import nn
+from torch.profiler import record_function
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import (
     BaseModelOutputWithPoolingAndNoAttention,
@@ -271,69 +272,93 @@ class IECLForPreTraining(IECLPreTrainedModel):
         pixel_values: torch.Tensor,
         pixel_values_2: torch.Tensor,
         output_saib_logdet: bool | None = None,
+        output_monitors: bool | None = None,
         return_dict=None,
         **kwargs,
     ):
         """One objective for every trained parameter (encoder, heads, SAIB): one `loss.backward()` gives each the
         gradient of `loss`. The anchor side of the KL is detached (the query distribution moves toward the anchor).
-        `output_saib_logdet` (default: in training mode) computes the `saib_logdet` monitor; the recipe asks for it
-        on logging steps only (it costs about a SAIB forward on 3 p^2 images).
+
+        `output_monitors` (default: True) also computes the terms the loss does not use, for logging:
+        `entropy_anchor`, and `entropy_query` / `kl_loss` when their weight is 0 (plain SimCLR); without it they
+        are None. `output_saib_logdet` (default: in training mode, with `output_monitors`) computes the
+        `saib_logdet` monitor (about a SAIB forward on 3 p^2 images). The recipe asks for both on logging steps
+        only. The parts run under `torch.profiler.record_function` labels (`iecl/saib`, `iecl/backbone`,
+        `iecl/base_loss`, `iecl/entropy`, `iecl/kl`, `iecl/spectral`, `iecl/monitors`), which
+        benchmarks/step_overhead.py reads back from a profile.
         """
         config = self.config
         return_dict = return_dict if return_dict is not None else config.return_dict
+        output_monitors = True if output_monitors is None else output_monitors
+        optimize_entropy, optimize_kl = config.lambda_entropy > 0, config.beta_kl > 0
         batch_size = pixel_values.shape[0]
-        query_view = self.query_view(pixel_values_2)
+        with record_function("iecl/saib"):
+            query_view = self.query_view(pixel_values_2)
         # Both views through the encoder as one batch of 2B (BatchNorm statistics over both, as in SimCLR), or as
         # groups (`batchnorm_per_view`: one per view; MoCo's `moco_batchnorm_groups`).
-        encoder_inputs = self.normalize(torch.cat([pixel_values, query_view], dim=0))
-        features = run_views(self.encode, encoder_inputs, batchnorm_groups(config))
-        # The anchor branch (MoCo's keys, BYOL's targets) sees the standard views: SAIB acts on the query branch only.
-        anchor_inputs = (
-            self.normalize(torch.cat([pixel_values, pixel_values_2], dim=0))
-            if self.view_generator is not None
-            else encoder_inputs.detach()
-        )
-        base_loss, projections = self.head(features, anchor_inputs, batch_size)
+        with record_function("iecl/backbone"):
+            encoder_inputs = self.normalize(torch.cat([pixel_values, query_view], dim=0))
+            features = run_views(self.encode, encoder_inputs, batchnorm_groups(config))
+        with record_function("iecl/base_loss"):
+            # The anchor branch (MoCo's keys, BYOL's targets) sees the standard views: SAIB acts on the query branch
+            # only.
+            anchor_inputs = (
+                self.normalize(torch.cat([pixel_values, pixel_values_2], dim=0))
+                if self.view_generator is not None
+                else encoder_inputs.detach()
+            )
+            base_loss, projections = self.head(features, anchor_inputs, batch_size)
+            loss = base_loss + self.stance_term(base_loss, query_view)
 
-        anchor = gather_with_grad(projections[:batch_size])
-        query = gather_with_grad(projections[batch_size:])
-        with torch.set_grad_enabled(torch.is_grad_enabled() and config.lambda_entropy > 0):
-            entropy_query = self.query_entropy(query)
-        with (
-            torch.set_grad_enabled(torch.is_grad_enabled() and config.beta_kl > 0),
-            torch.autocast(query.device.type, enabled=False),
-        ):
-            kl_loss = gaussian_kl(query, anchor.detach(), config.kl_covariance, config.covariance_ridge)
-        with torch.no_grad():
-            entropy_anchor = self.query_entropy(anchor)
-        loss = base_loss + self.stance_term(base_loss, query_view)
-        if config.lambda_entropy > 0:
+        entropy_query = kl_loss = entropy_anchor = None
+        if optimize_entropy or optimize_kl or output_monitors:
+            anchor = gather_with_grad(projections[:batch_size])
+            query = gather_with_grad(projections[batch_size:])
+        if optimize_entropy or output_monitors:
+            with record_function("iecl/entropy"), torch.set_grad_enabled(torch.is_grad_enabled() and optimize_entropy):
+                entropy_query = self.query_entropy(query)
+        if optimize_kl or output_monitors:
+            with (
+                record_function("iecl/kl"),
+                torch.set_grad_enabled(torch.is_grad_enabled() and optimize_kl),
+                torch.autocast(query.device.type, enabled=False),
+            ):
+                kl_loss = gaussian_kl(query, anchor.detach(), config.kl_covariance, config.covariance_ridge)
+        if optimize_entropy:
             loss = loss - config.lambda_entropy * entropy_query
-        if config.beta_kl > 0:
+        if optimize_kl:
             loss = loss + config.beta_kl * kl_loss
         spectral_penalty = spectral_norm_max = None
         if self.spectral_penalty is not None:
-            spectral_penalty, spectral_norm_max = self.spectral_penalty(self.iecl.backbone, update=self.training)
-            if config.spectral_norm_weight > 0:
-                loss = loss + config.spectral_norm_weight * spectral_penalty
-        monitor = None
+            with record_function("iecl/spectral"):
+                spectral_penalty, spectral_norm_max = self.spectral_penalty(self.iecl.backbone, update=self.training)
+                if config.spectral_norm_weight > 0:
+                    loss = loss + config.spectral_norm_weight * spectral_penalty
         if output_saib_logdet is None:
-            output_saib_logdet = self.training
-        if self.view_generator is not None and output_saib_logdet:
-            monitor = saib_logdet(self.view_generator, pixel_values_2[:1].detach())
+            output_saib_logdet = self.training and output_monitors
+        monitor = None
+        with record_function("iecl/monitors"), torch.no_grad():
+            if output_monitors:
+                entropy_anchor = self.query_entropy(anchor)
+            if self.view_generator is not None and output_saib_logdet:
+                monitor = saib_logdet(self.view_generator, pixel_values_2[:1].detach())
 
         output = IECLForPreTrainingOutput(
             loss=loss,
             base_loss=base_loss.detach(),
-            entropy_query=entropy_query.detach(),
+            entropy_query=detached(entropy_query),
             entropy_anchor=entropy_anchor,
-            kl_loss=kl_loss.detach(),
-            spectral_penalty=spectral_penalty.detach() if spectral_penalty is not None else None,
+            kl_loss=detached(kl_loss),
+            spectral_penalty=detached(spectral_penalty),
             spectral_norm_max=spectral_norm_max,
             saib_logdet=monitor,
             pooler_output=features.detach(),
         )
         return output if return_dict else output.to_tuple()
+
+
+def detached(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else tensor.detach()
 
 
 class IECLForImageClassification(IECLPreTrainedModel):

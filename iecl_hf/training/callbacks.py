@@ -17,8 +17,8 @@ logger = get_logger(__name__)
 
 
 def is_logging_step(step: int, logging_steps: int, max_train_steps: int) -> bool:
-    """Every `logging_steps` optimizer steps, and the last one. The step computes its monitors (`saib_logdet`) on
-    these steps only, and `LoggingCallback` records them."""
+    """Every `logging_steps` optimizer steps, and the last one. The step computes its monitors and settles its
+    deferred checks on these steps only, and `LoggingCallback` records them."""
     return step % logging_steps == 0 or step == max_train_steps
 
 
@@ -102,8 +102,9 @@ class OnlineKnnCallback(Callback):
 
 
 class CheckpointCallback(Callback):
-    """Atomic checkpoints every N steps or every epoch (`checkpointing_steps`), never of non-finite weights; knows the
-    last good one (for error messages)."""
+    """Atomic checkpoints every N steps or every epoch (`checkpointing_steps`), never after a non-finite loss term
+    (the step's deferred check settles first) nor of non-finite weights; knows the last good one (for error
+    messages)."""
 
     def __init__(
         self, accelerator, output_dir, model, every: str | None, total_limit, extra_writer, last_saved_step=None
@@ -111,6 +112,7 @@ class CheckpointCallback(Callback):
         self.accelerator, self.output_dir, self.model = accelerator, output_dir, model
         self.every, self.total_limit, self.extra_writer = every, total_limit, extra_writer
         self.last_saved_step = last_saved_step
+        self.settle_step = lambda: None  # the last step's deferred checks (`StepResult.settle`)
 
     def last_good(self) -> str:
         if self.last_saved_step is None:
@@ -118,11 +120,13 @@ class CheckpointCallback(Callback):
         return os.path.join(self.output_dir, "checkpoints", f"step_{self.last_saved_step}")
 
     def save(self, state):
+        self.settle_step()  # a non-finite loss term since the last logging step stops the run here, before writing
         check_finite_weights(self.model, state.step, self.last_good())
         save_checkpoint(self.accelerator, self.output_dir, state.step, self.total_limit, self.extra_writer)
         self.last_saved_step = state.step
 
     def on_step_end(self, state, result):
+        self.settle_step = result.settle
         if self.every and self.every.isdigit() and state.step % int(self.every) == 0:
             self.save(state)
 
