@@ -11,14 +11,14 @@ SAIB_STANCES = {"cooperative": 1.0, "detached": 0.0, "adversarial": -1.0}
 ENTROPY_ESTIMATORS = ("coding_rate", "gaussian")
 KL_COVARIANCES = ("diagonal", "full")
 
-# The fields whose default depends on the framework (an unset field, None, takes the framework's value): each is the
-# value measured best for that framework, or the one measured at all (BENCHMARKS.md). The resolved value is saved
-# in config.json, so a later change of these defaults cannot change a saved model.
+# The one field whose default depends on the framework (unset, None, takes the framework's value): the projector
+# measured best for each framework (BENCHMARKS.md). The resolved value is saved in config.json, so a later change of
+# these defaults cannot change a saved model.
 FRAMEWORK_DEFAULTS = {
-    "simclr": {"projection_output_batchnorm": True, "lambda_entropy": 1.0},
-    "moco": {"projection_output_batchnorm": False, "lambda_entropy": 1.0},
-    "byol": {"projection_output_batchnorm": False, "lambda_entropy": 1.0},
-    "simsiam": {"projection_output_batchnorm": True, "lambda_entropy": 1.0},  # SimSiam's projector ends in a BN
+    "simclr": {"projection_output_batchnorm": True},
+    "moco": {"projection_output_batchnorm": False},
+    "byol": {"projection_output_batchnorm": False},
+    "simsiam": {"projection_output_batchnorm": True},  # SimSiam's projector ends in a BN
 }
 
 # Every IE-CL term off: the framework's own baseline (plain SimCLR, MoCo v2 or BYOL), the other side of each paired
@@ -28,24 +28,6 @@ BASELINE_OVERRIDES = {
     "encoder_spectral_norm": False,
     "lambda_entropy": 0,
     "beta_kl": 0,
-}
-
-# Fields of the first formulation (docs/method.md, "History"): a config that still sets one was written for a model
-# that no longer exists, so it fails loudly instead of silently building something else.
-REMOVED_FIELDS = {
-    "use_view_generator": "generator_architecture ('saib' or 'none')",
-    "generator_epsilon": "saib_patch_size / saib_dim (SAIB has no perturbation budget)",
-    "generator_width": "saib_dim",
-    "generator_num_blocks": "saib_expansion",
-    "generator_stance": "nothing: SAIB is trained on the one objective",
-    "generator_warmup_steps": "nothing: SAIB starts as the identity",
-    "lambda_gen": "lambda_entropy",
-    "lambda_pres": "encoder_spectral_norm / spectral_norm_weight",
-    "entropy_reference": "nothing: H(Z') is not a gain",
-    "representation_level": "nothing: the terms act on the projections",
-    "pixel_entropy_size": "nothing: no pixel entropy",
-    "logdet_epsilon": "coding_rate_epsilon",
-    "uniformity_t": "entropy_estimator ('coding_rate' or 'gaussian')",
 }
 
 
@@ -148,10 +130,9 @@ class IECLConfig(PretrainedConfig):
             Channel expansion of SAIB's 1x1 -> 3x3 -> 1x1 stack.
         saib_weight_decay (`float`, *optional*, defaults to 0.01):
             `gamma R(g_phi)`: decoupled weight decay of SAIB's optimizer (AdamW).
-        lambda_entropy (`float`, *optional*):
-            Weight of `-H(Z')`, the entropy of the query projections, in the objective. Unset: the framework's
-            measured value (`FRAMEWORK_DEFAULTS`), 1.0 for each: on SimCLR it beat 0.1, 0.3 and 3.0; on MoCo and BYOL
-            it beat 0.1 (BENCHMARKS.md).
+        lambda_entropy (`float`, *optional*, defaults to 1.0):
+            Weight of `-H(Z')`, the entropy of the query projections, in the objective. On SimCLR 1.0 beat 0.1, 0.3
+            and 3.0; on MoCo and BYOL it beat 0.1 (BENCHMARKS.md).
         entropy_estimator (`str`, *optional*, defaults to `"coding_rate"`):
             Estimator of `H(Z')`: `"coding_rate"` (`1/(2d) logdet(I + d/(B eps^2) Z Z^T)`) or `"gaussian"`
             (`1/(2d) logdet(2 pi e (Cov + ridge I))`).
@@ -188,20 +169,13 @@ class IECLConfig(PretrainedConfig):
         generator_architecture="saib", saib_stance="cooperative", saib_patch_size=4, saib_dim=64, saib_expansion=2,
         saib_weight_decay=0.01,
         # the query-entropy and KL terms
-        lambda_entropy=None, entropy_estimator="coding_rate", coding_rate_epsilon=0.5,
+        lambda_entropy=1.0, entropy_estimator="coding_rate", coding_rate_epsilon=0.5,
         beta_kl=0.1, kl_covariance="diagonal", covariance_ridge=1e-3,
         # preservation: the spectral-norm penalty on the encoder
         encoder_spectral_norm=True, spectral_norm_weight=1.0,
         classifier_dropout=0.0,
         **kwargs,
     ):  # fmt: on
-        removed = sorted(set(kwargs) & set(REMOVED_FIELDS))
-        if removed:
-            raise ValueError(
-                "IECLConfig: "
-                + "; ".join(f"{name} was removed, use {REMOVED_FIELDS[name]}" for name in removed)
-                + " (docs/method.md describes the current formulation)."
-            )
         self.backbone = backbone
         self.backbone_kwargs = dict(backbone_kwargs or {})
         self.backbone_pretrained = backbone_pretrained
@@ -221,8 +195,6 @@ class IECLConfig(PretrainedConfig):
         measured = FRAMEWORK_DEFAULTS.get(framework, FRAMEWORK_DEFAULTS["simclr"])
         if projection_output_batchnorm is None:
             projection_output_batchnorm = measured["projection_output_batchnorm"]
-        if lambda_entropy is None:
-            lambda_entropy = measured["lambda_entropy"]
         self.projection_output_batchnorm = projection_output_batchnorm
         self.batchnorm_per_view = batchnorm_per_view
         self.tau = tau

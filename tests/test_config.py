@@ -1,11 +1,9 @@
 import inspect
 import json
-import re
 
 import pytest
 
 from iecl_hf import IECLConfig
-from iecl_hf.configuration_iecl import REMOVED_FIELDS
 
 
 @pytest.mark.parametrize(
@@ -102,18 +100,6 @@ def test_defaults():
     assert (config.beta_kl, config.kl_covariance, config.covariance_ridge) == (0.1, "diagonal", 1e-3)
     assert config.encoder_spectral_norm is True and config.spectral_norm_weight == 1.0
     assert config.projection_output_batchnorm is True  # SimCLR's; MoCo's and BYOL's: tests/test_frameworks.py
-
-
-@pytest.mark.parametrize("removed", sorted(REMOVED_FIELDS))
-def test_a_field_of_the_first_formulation_names_its_replacement(removed, tmp_path):
-    """A config of the first formulation fails with the field to use instead, built in code or loaded from a
-    config.json (an old checkpoint), not silently kept as an unused attribute."""
-    message = rf"{removed} was removed, use {re.escape(REMOVED_FIELDS[removed])}"
-    with pytest.raises(ValueError, match=message):
-        IECLConfig(**{removed: 1})
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "iecl", removed: 1}))
-    with pytest.raises(ValueError, match=message):
-        IECLConfig.from_pretrained(tmp_path)
 
 
 # The fields of the paper's formulation: the signature from SAIB's switch to the spectral penalty's weight.

@@ -276,18 +276,18 @@ def test_projection_output_batchnorm_normalizes_the_projections_of_every_framewo
 
 
 @pytest.mark.parametrize(
-    "framework, output_batchnorm, lambda_entropy", [("simclr", True, 1.0), ("moco", False, 1.0), ("byol", False, 1.0)]
+    "framework, output_batchnorm", [("simclr", True), ("moco", False), ("byol", False), ("simsiam", True)]
 )
-def test_unset_fields_take_the_frameworks_measured_values(framework, output_batchnorm, lambda_entropy, tmp_path):
+def test_an_unset_projector_batchnorm_takes_the_frameworks_measured_value(framework, output_batchnorm, tmp_path):
     config = IECLConfig(**TINY, framework=framework)
-    assert config.projection_output_batchnorm is output_batchnorm and config.lambda_entropy == lambda_entropy
+    assert config.projection_output_batchnorm is output_batchnorm
     model = IECLForPreTraining(config)
     assert isinstance(model.head.projector.layers[-1], torch.nn.BatchNorm1d) is output_batchnorm
     config.save_pretrained(tmp_path)  # the resolved values are saved: a later default cannot change a saved model
     saved = json.load(open(tmp_path / "config.json"))
-    assert saved["projection_output_batchnorm"] is output_batchnorm and saved["lambda_entropy"] == lambda_entropy
-    explicit = IECLConfig(**TINY, framework=framework, lambda_entropy=0.3, projection_output_batchnorm=False)
-    assert explicit.lambda_entropy == 0.3 and explicit.projection_output_batchnorm is False  # a set value wins
+    assert saved["projection_output_batchnorm"] is output_batchnorm
+    explicit = IECLConfig(**TINY, framework=framework, projection_output_batchnorm=not output_batchnorm)
+    assert explicit.projection_output_batchnorm is (not output_batchnorm)  # a set value wins
 
 
 @pytest.mark.parametrize("framework", ["moco", "byol"])
