@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from iecl_hf import IECLConfig, IECLModel, build_image_processor  # noqa: E402
 from iecl_hf.evaluation.embed import embed_split, load_embed_encoder, load_embed_split  # noqa: E402
-from iecl_hf.training.arguments import PRESETS  # noqa: E402
+from iecl_hf.presets import PRESETS  # noqa: E402
 
 DEFAULT_DATASET = REPO.parent / "shared" / "data" / "cifar10-small"
 GOAL = 0.8

@@ -16,18 +16,16 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from iecl_hf import IECLConfig, IECLModel, build_image_processor  # noqa: E402
-from iecl_hf.data import (  # noqa: E402
-    BatchedSimCLRAugmentation,
-    decode_image,
-    detect_columns,
-    load_image_dataset,
-    load_size_for,
+from iecl_hf.data import decode_image, detect_columns, load_image_dataset  # noqa: E402
+from iecl_hf.data.augmentations import blur_kernel, crop_scale  # noqa: E402
+from iecl_hf.optimization import (  # noqa: E402
+    build_optimizer,
+    build_scheduler,
+    default_warmup_steps,
+    pretraining_learning_rate,
 )
-from iecl_hf.data.augmentations import Letterbox, blur_kernel, crop_scale  # noqa: E402
-from iecl_hf.frameworks_iecl import ProjectionHead  # noqa: E402
+from iecl_hf.presets import PRESETS  # noqa: E402
 from iecl_hf.provenance import provenance  # noqa: E402
-from iecl_hf.training.arguments import PRESETS  # noqa: E402
-from iecl_hf.training.optim import build_optimizer, build_scheduler  # noqa: E402
 
 
 def lightly_view_kwargs(image_size: int, normalize: dict | None = None) -> dict:
@@ -52,27 +50,6 @@ def main():
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--dataloader_num_workers", type=int, default=1)
     parser.add_argument("--max_train_samples", type=int, default=None)
-    parser.add_argument(
-        "--projection_head",
-        choices=["lightly", "iecl"],
-        default="lightly",
-        help="lightly's SimCLRProjectionHead (BatchNorm on its output too) or our plain head (Linear-BN-ReLU-Linear, "
-        "projection_output_batchnorm=False): a diagnostic of the gap between the two SimCLRs",
-    )
-    parser.add_argument(
-        "--forward",
-        choices=["separate", "joint"],
-        default="separate",
-        help="the two views through the encoder one after the other (lightly's examples: BatchNorm statistics per "
-        "view) or as one batch of 2B (ours: statistics over both): a diagnostic of the gap",
-    )
-    parser.add_argument(
-        "--views",
-        choices=["lightly", "batched"],
-        default="lightly",
-        help="lightly's SimCLRTransform per image (PIL) or our BatchedSimCLRAugmentation on the uint8 batch: a "
-        "diagnostic of the gap (is it the views or the loop?)",
-    )
     args = parser.parse_args()
 
     from lightly.loss import NTXentLoss
@@ -102,21 +79,7 @@ def main():
             return len(split)
 
         def __getitem__(self, index):
-            image = decode_image(split[index][columns.image])
-            if args.views == "lightly":
-                return transform(image), 0
-            return (letterbox(image), letterbox.size(image)), 0
-
-    letterbox = Letterbox(load_size_for(config.image_size))
-    batched_views = BatchedSimCLRAugmentation(config.image_size).to(device)
-    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (config.image_mean, config.image_std))
-
-    def two_views(batch):
-        """The two normalized views of a batch: lightly's (made in the loader) or ours (made here, batched)."""
-        if args.views == "lightly":
-            return batch[0].to(device), batch[1].to(device)
-        images, sizes = (part.to(device) for part in batch)
-        return tuple((batched_views(images, image_sizes=sizes) - mean) / std for _ in range(2))
+            return transform(decode_image(split[index][columns.image])), 0
 
     loader = DataLoader(
         Views(),
@@ -127,22 +90,18 @@ def main():
         persistent_workers=args.dataloader_num_workers > 0,
     )
     encoder = IECLModel(config).to(device)
-    head_class = SimCLRProjectionHead if args.projection_head == "lightly" else ProjectionHead
-    head = head_class(encoder.num_features, config.projection_hidden_dim, config.projection_dim).to(device)
+    head = SimCLRProjectionHead(encoder.num_features, config.projection_hidden_dim, config.projection_dim).to(device)
     criterion = NTXentLoss(temperature=config.tau)
-    lr = 0.3 * args.per_device_train_batch_size / 256
+    lr = pretraining_learning_rate("sgd", args.per_device_train_batch_size)  # the recipe's rule, one process
     optimizer = build_optimizer("sgd", torch.nn.ModuleList([encoder, head]), lr, 5e-4)
     steps = args.num_train_epochs * len(loader)
-    scheduler = build_scheduler("cosine", optimizer, int(0.05 * steps), steps)
+    scheduler = build_scheduler("cosine", optimizer, default_warmup_steps(steps), steps)
     encoder.train()
     for epoch in range(args.num_train_epochs):
         epoch_losses = []
         for batch, _ in loader:
-            x0, x1 = two_views(batch)
-            if args.forward == "joint":
-                z0, z1 = head(encoder(torch.cat([x0, x1])).pooler_output).chunk(2)
-            else:
-                z0, z1 = head(encoder(x0).pooler_output), head(encoder(x1).pooler_output)
+            x0, x1 = batch[0].to(device), batch[1].to(device)
+            z0, z1 = head(encoder(x0).pooler_output), head(encoder(x1).pooler_output)
             loss = criterion(z0, z1)
             if not math.isfinite(loss.item()):
                 raise RuntimeError(f"non-finite loss at epoch {epoch}")

@@ -78,7 +78,7 @@ def check_batchnorm_groups(config, per_device_batch: int):
     if groups_that_fit(groups, 2 * per_device_batch) < groups:
         raise ValueError(
             f"moco_batchnorm_groups={groups} splits each process's {2 * per_device_batch} rows (2 views x "
-            f"--per_device_train_batch_size {per_device_batch}) into groups of fewer than 2, which BatchNorm cannot "
+            f"`per_device_train_batch_size` {per_device_batch}) into groups of fewer than 2, which BatchNorm cannot "
             f"normalize: use a batch of at least {groups} images per process or at most {per_device_batch} groups."
         )
 

@@ -22,6 +22,11 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 
 import iecl_hf  # noqa: F401  (registers the Auto classes)
+from iecl_hf.cli import run_recipe, speaks_flags
+from iecl_hf.cli.embed import EmbedArguments
+from iecl_hf.cli.embed import parse_embed_args as parse_args
+from iecl_hf.cli.groups import hub_kwargs
+from iecl_hf.console import progress_bars_enabled, setup_logging
 from iecl_hf.evaluation.embed import (
     check_embed_output_dir,
     embed_split,
@@ -32,13 +37,11 @@ from iecl_hf.evaluation.embed import (
     results_record,
     save_embedded,
 )
-from iecl_hf.training.arguments import hub_kwargs, run_recipe
-from iecl_hf.training.arguments import parse_embed_args as parse_args
-from iecl_hf.training.logs import progress_bars_enabled, setup_logging
 
 logger = get_logger("iecl_hf.recipes.embed")  # under the `iecl_hf` logger that --log_level sets up
 
 
+@speaks_flags(EmbedArguments)
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)

@@ -18,14 +18,17 @@ import sys
 from accelerate import PartialState
 from accelerate.logging import get_logger
 
-from iecl_hf.hub.export_timm import load_exportable_encoder, parse_export_args, push_timm_folder, write_timm_folder
+from iecl_hf.cli import run_recipe, speaks_flags
+from iecl_hf.cli.export_timm import ExportTimmArguments, parse_export_args
+from iecl_hf.cli.groups import hub_kwargs
+from iecl_hf.console import setup_logging
+from iecl_hf.hub.export_timm import load_exportable_encoder, push_timm_folder, write_timm_folder
 from iecl_hf.hub.upload import PushError
-from iecl_hf.training.arguments import hub_kwargs, run_recipe
-from iecl_hf.training.logs import setup_logging
 
 logger = get_logger("iecl_hf.recipes.export_timm")  # under the `iecl_hf` logger that --log_level sets up
 
 
+@speaks_flags(ExportTimmArguments)
 def main(argv=None) -> int:
     args = parse_export_args(argv)
     setup_logging(args.log_level)
@@ -42,7 +45,8 @@ def main(argv=None) -> int:
     try:
         url = push_timm_folder(folder, args.hub_model_id, private=args.hub_private_repo, token=args.hub_token)
     except PushError as error:
-        print(f"export_timm.py: error: {error}", file=sys.stderr)
+        retry = f"hf upload {args.hub_model_id} {folder}{' --private' if args.hub_private_repo else ''}"
+        print(f"export_timm.py: error: {error} With the hf command: {retry}", file=sys.stderr)
         return 1
     logger.info(f'Pushed to {url}: timm.create_model("hf-hub:{args.hub_model_id}", pretrained=True, num_classes=0)')
     return 0

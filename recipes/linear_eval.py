@@ -32,6 +32,12 @@ from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 
 import iecl_hf  # noqa: F401  (registers the Auto classes)
+from iecl_hf.cli import run_recipe, speaks_flags
+from iecl_hf.cli.groups import check_output_dir, hub_kwargs
+from iecl_hf.cli.linear_eval import LinearEvalArguments
+from iecl_hf.cli.linear_eval import parse_linear_eval_args as parse_args
+from iecl_hf.cli.publish import push_release
+from iecl_hf.console import setup_logging
 from iecl_hf.evaluation.linear_eval import (
     extract_split_features,
     load_encoder,
@@ -42,15 +48,12 @@ from iecl_hf.evaluation.linear_eval import (
     score,
     train_probe,
 )
-from iecl_hf.hub.upload import push_release
-from iecl_hf.training.arguments import check_output_dir, hub_kwargs, run_recipe
-from iecl_hf.training.arguments import parse_linear_eval_args as parse_args
-from iecl_hf.training.logs import setup_logging
 from iecl_hf.training.trackers import resolve_run, start_trackers, tracker_config
 
 logger = get_logger("iecl_hf.recipes.linear_eval")  # under the `iecl_hf` logger that --log_level sets up
 
 
+@speaks_flags(LinearEvalArguments)
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)

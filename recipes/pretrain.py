@@ -19,9 +19,13 @@ from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 
 import iecl_hf  # noqa: F401  (registers the Auto classes)
+from iecl_hf.cli import run_recipe, speaks_flags
+from iecl_hf.cli.groups import check_output_dir, hub_kwargs
+from iecl_hf.cli.pretrain import PRETRAIN_ARGUMENTS
+from iecl_hf.cli.pretrain import parse_pretrain_args as parse_args
+from iecl_hf.cli.publish import push_release
+from iecl_hf.console import setup_logging
 from iecl_hf.frameworks_iecl import check_batchnorm_groups
-from iecl_hf.training.arguments import check_output_dir, hub_kwargs, parse_args, run_recipe, validate_train_args
-from iecl_hf.training.logs import setup_logging
 from iecl_hf.training.pretraining import (
     check_before_start,
     check_sync_batchnorm,
@@ -32,7 +36,6 @@ from iecl_hf.training.pretraining import (
     make_loop,
     prepare_data,
     prepare_model,
-    push,
     start_or_resume,
 )
 from iecl_hf.training.starting_point import pretraining_config, pretraining_model
@@ -42,11 +45,11 @@ from iecl_hf.training.trackers import resolve_run, start_trackers, tracker_confi
 logger = get_logger("iecl_hf.recipes.pretrain")  # under the `iecl_hf` logger that --log_level sets up
 
 
+@speaks_flags(*PRETRAIN_ARGUMENTS)
 def main(argv=None) -> int:
     # Arguments, config and output folder, all checked before any data is read.
     data_args, args, model_values = parse_args(argv)
     setup_logging(args.log_level)
-    validate_train_args(data_args, args)
     hub = hub_kwargs(args, data_args.cache_dir)
     config = pretraining_config(model_values, args.model_name_or_path, **hub)
     check_batchnorm_groups(config, args.per_device_train_batch_size)
@@ -104,7 +107,9 @@ def main(argv=None) -> int:
             started=started,
         )
     accelerator.end_training()
-    return push(args, accelerator)
+    if not (args.push_to_hub and accelerator.is_main_process):
+        return 0
+    return push_release(args, say=logger.info)  # the output stays complete when the upload fails: 1
 
 
 if __name__ == "__main__":

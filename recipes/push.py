@@ -12,8 +12,8 @@ import argparse
 import os
 import sys
 
+from iecl_hf.cli.publish import push_release
 from iecl_hf.hub.checkpoints import check_model_type, local_model_type
-from iecl_hf.hub.upload import push_release
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "README.md")
 

@@ -10,7 +10,9 @@ import torch
 from helpers import run_pretrain_in_process
 
 from iecl_hf import IECLConfig
-from iecl_hf.training.arguments import PRESETS, ModelArguments, parse_args, parse_overrides, parse_value
+from iecl_hf.cli.model_flags import ModelArguments, parse_overrides, parse_value
+from iecl_hf.cli.pretrain import parse_pretrain_args as parse_args
+from iecl_hf.presets import PRESETS
 
 
 def write(path, text):
@@ -228,7 +230,6 @@ def test_parse_value(text, value):
             r"\['not_a_field'\] are not IECLConfig fields",
         ),
         (["--model_config_overrides", "justtext"], r"'justtext' is not NAME=VALUE"),
-        (["--preset", "tiny"], r"--preset 'tiny' is not supported"),
         (["--per_device_train_batch_size", "1"], r"--per_device_train_batch_size must be >= 2"),
         (
             ["--framework", "moco", "--moco_batchnorm_groups", "8", "--per_device_train_batch_size", "4"],
@@ -238,7 +239,6 @@ def test_parse_value(text, value):
         (["--learning_rate", "0"], r"--learning_rate must be > 0"),
         (["--generator_learning_rate", "-1"], r"--generator_learning_rate must be > 0"),
         (["--weight_decay", "-0.1"], r"--weight_decay must be >= 0"),
-        (["--optimizer", "adagrad"], r"--optimizer 'adagrad' is not supported"),
         (["--lr_scheduler_type", "sometimes"], r"--lr_scheduler_type 'sometimes' cannot be used"),
         (["--report_to", "tensorboard,nope"], r"--report_to .*\['nope'\]"),
         (["--checkpointing_steps", "0"], r"--checkpointing_steps must be a positive integer or 'epoch'"),
@@ -247,9 +247,7 @@ def test_parse_value(text, value):
         (["--max_train_steps", "0"], r"--max_train_steps must be >= 1"),
         (["--max_train_samples", "0"], r"--max_train_samples must be >= 1"),
         (["--knn_every_epochs", "-1"], r"--knn_every_epochs must be >= 0"),
-        (["--augmentation", "gpu"], r"--augmentation 'gpu'"),
         (["--torch_compile_backend", "turbo"], r"--torch_compile_backend 'turbo' is not a torch.compile backend"),
-        (["--torch_compile_mode", "fast"], r"--torch_compile_mode 'fast': allowed values: default, reduce-overhead"),
         (["--dataloader_num_workers", "-1"], r"--dataloader_num_workers must be >= 0"),
         (["--streaming"], r"--streaming needs --max_train_steps"),
         (["--push_to_hub"], r"--push_to_hub needs --hub_model_id"),
@@ -264,6 +262,19 @@ def test_bad_values_fail_before_anything_runs_naming_the_field(tmp_path, argv, m
         with pytest.raises(ValueError, match=message):
             run_pretrain_in_process([*argv, "--output_dir", out])
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [("preset", "tiny"), ("optimizer", "adagrad"), ("augmentation", "gpu"), ("torch_compile_mode", "fast")],
+)
+def test_values_outside_the_choices_are_refused_on_the_command_line_and_in_config_files(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit):
+        parse_args([f"--{flag}", value])
+    assert f"argument --{flag}" in capsys.readouterr().err  # argparse: "invalid choice: ..., choose from ..."
+    path = write(tmp_path / "args.yaml", f"{flag}: {value}\n")
+    with pytest.raises(ValueError, match=rf"--{flag} '{value}' is not supported; allowed values: "):
+        parse_args(["--config_file", path])
 
 
 @pytest.mark.parametrize("recipe", ["pretrain.py", "linear_eval.py"])

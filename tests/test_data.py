@@ -124,9 +124,9 @@ def test_columns_are_detected():
 
 def test_wrong_columns_list_what_exists():
     cifar10 = features(img=datasets.Image(), label=datasets.ClassLabel(names=["a", "b"]))
-    with pytest.raises(ValueError, match=r"--image_column 'image' .*available columns: \['img', 'label'\]"):
+    with pytest.raises(ValueError, match=r"`image_column` 'image' .*available columns: \['img', 'label'\]"):
         detect_columns(cifar10, image_column="image")
-    with pytest.raises(ValueError, match=r"--label_column 'fine_label' .*available columns: \['img', 'label'\]"):
+    with pytest.raises(ValueError, match=r"`label_column` 'fine_label' .*available columns: \['img', 'label'\]"):
         detect_columns(cifar10, label_column="fine_label")
     with pytest.raises(ValueError, match=r"No image column found .*available columns: \['text'\]"):
         detect_columns(features(text=datasets.Value("string")))
@@ -136,7 +136,7 @@ def test_wrong_columns_list_what_exists():
 
 def test_string_labels_are_an_error_when_asked_for_and_ignored_when_detected():
     captions = features(image=datasets.Image(), label=datasets.Value("string"))
-    with pytest.raises(ValueError, match="--label_column 'label' holds .* not integer class ids"):
+    with pytest.raises(ValueError, match="`label_column` 'label' holds .* not integer class ids"):
         detect_columns(captions, label_column="label")
     assert detect_columns(captions).label is None  # detected by name only: not class ids, so no kNN on it
 
@@ -186,7 +186,7 @@ def test_unknown_hub_id_offline_says_how_to_pass_local_data(monkeypatch):
 
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     attempts = block_network(monkeypatch)
-    with pytest.raises(ValueError, match="pass local data instead.*--dataset_name path/to/folder") as error:
+    with pytest.raises(ValueError, match="pass local data instead.*`dataset_name` path/to/folder") as error:
         load_image_dataset("nobody-here/no-such-dataset")
     assert attempts == []  # refused by offline mode, not by a failed connection
     assert "offline" in str(error.value).lower()

@@ -30,9 +30,9 @@ from helpers import (
 from transformers import AutoImageProcessor
 
 from iecl_hf import BASELINE_OVERRIDES, IECLConfig, IECLForPreTraining, IECLModel, build_image_processor
+from iecl_hf.cli.embed import EmbedArguments, parse_embed_args
 from iecl_hf.data import SimCLRAugmentation, load_image_dataset
 from iecl_hf.evaluation.embed import RESULTS_FILE, assemble, rows_per_round, shard_range
-from iecl_hf.training.arguments import EmbedArguments, parse_embed_args
 
 RECIPE = REPO / "recipes" / "embed.py"
 NEAREST_NEIGHBOUR_THRESHOLD = 0.5  # measured 0.72-0.80 (trained 20 steps), 0.32-0.42 random init, chance 0.10

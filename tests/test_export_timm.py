@@ -12,7 +12,7 @@ from helpers import REPO, block_network, load_script, single_thread
 from safetensors.torch import load_file
 
 from iecl_hf import IECLConfig, IECLForPreTraining
-from iecl_hf.training.arguments import run_recipe
+from iecl_hf.cli import run_recipe
 
 EXPORT = REPO / "recipes" / "export_timm.py"
 # A tiny ResNet-18 with timm's own stem (the one timm can build by name), 32 px, its own normalization.

@@ -21,8 +21,8 @@ from helpers import (
 from safetensors.torch import load_file
 
 from iecl_hf import BASELINE_OVERRIDES, IECLConfig, IECLForPreTraining
+from iecl_hf.cli.pretrain import parse_pretrain_args as parse_args
 from iecl_hf.data.pipeline import ExampleTransform
-from iecl_hf.training.arguments import parse_args
 
 CONFIGS = sorted((REPO / "recipes" / "configs").glob("*.yaml"))
 # The paper's ablation cells: (generator_architecture, lambda_entropy > 0, beta_kl > 0, encoder_spectral_norm).

@@ -414,7 +414,7 @@ def test_string_labels_are_encoded_as_class_names():
     assert [splits.label_names[i] for i in splits.train["label"]] == with_strings["label"]
     assert isinstance(splits.train.features["label"], datasets.ClassLabel)
     floats = images.remove_columns("label").add_column("score", [0.5] * 12)
-    with pytest.raises(ValueError, match=r"--label_column 'score' holds .*float.*not labels"):
+    with pytest.raises(ValueError, match=r"`label_column` 'score' holds .*float.*not labels"):
         prepare_eval_splits(floats, label_column="score")
 
 

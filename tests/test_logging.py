@@ -8,9 +8,11 @@ import torch
 from helpers import REPO, load_script, reset_accelerate_state, single_thread
 
 from iecl_hf import IECLConfig, IECLForPreTraining, build_image_processor
+from iecl_hf.cli.embed import parse_embed_args
+from iecl_hf.cli.linear_eval import parse_linear_eval_args
+from iecl_hf.cli.pretrain import parse_pretrain_args as parse_args
+from iecl_hf.console import progress_bars_enabled, setup_logging
 from iecl_hf.evaluation.linear_probe import LinearProbe, feature_batches, fit_linear_probe
-from iecl_hf.training.arguments import parse_args, parse_embed_args, parse_linear_eval_args
-from iecl_hf.training.logs import progress_bars_enabled, setup_logging
 
 
 @pytest.fixture
@@ -70,12 +72,12 @@ def test_warning_level_hides_info_and_progress_bars_and_debug_shows_the_librarie
     logger.debug("a debug line")
     assert capsys.readouterr().out == "a debug line\n"
     assert progress_bars_enabled() and transformers_logging.get_verbosity() == logging.INFO
-    with pytest.raises(ValueError, match="--log_level 'loud' is not supported"):
+    with pytest.raises(ValueError, match="`log_level` 'loud' is not supported"):
         setup_logging("loud")
 
 
 def test_every_recipe_takes_log_level(tmp_path, capsys):
-    from iecl_hf.hub.export_timm import parse_export_args
+    from iecl_hf.cli.export_timm import parse_export_args
 
     _, train_args, _ = parse_args(["--log_level", "warning"])
     assert train_args.log_level == "warning" and parse_args([])[1].log_level == "info"

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from iecl_hf.training.optim import build_optimizer
+from iecl_hf.optimization import build_optimizer
 
 
 def small_model(bias_before_norm=True):

@@ -327,8 +327,8 @@ def test_non_finite_values_stop_the_run_and_keep_the_last_good_checkpoint(tmp_pa
 
 
 def test_saib_is_trained_by_adamw_with_its_config_weight_decay(tmp_path):
+    from iecl_hf.optimization import build_generator_optimizer
     from iecl_hf.training import pretraining  # the recipe's stages
-    from iecl_hf.training.optim import build_generator_optimizer
 
     built = []
 

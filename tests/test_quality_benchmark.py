@@ -8,7 +8,7 @@ import os
 import pytest
 
 from iecl_hf import IECLConfig
-from iecl_hf.training.arguments import parse_args
+from iecl_hf.cli.pretrain import parse_pretrain_args as parse_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -192,14 +192,6 @@ def test_a_variants_own_recipe_flag_may_differ(quality):
     assert quality.mismatch(first, second) is None
     third = dict(variant="simclr", seed=0, provenance=provenance(pretrain_args={"learning_rate": 0.6}))
     assert quality.mismatch(first, third).startswith("pretrain_args differs")
-
-
-def test_lightly_views_variant_is_the_recipe_with_its_flags_and_per_image_views(quality):
-    command = quality.pretrain_command(benchmark_args(), "simclr_lightly_views", 1, "out")
-    reference = quality.pretrain_command(benchmark_args(), "simclr_worker_views", 1, "out")
-    assert command[1] == "benchmarks/recipe_lightly_views.py" and reference[1] == quality.RECIPE
-    assert command[2:] == reference[2:]  # the same flags: only the program (its views) differs
-    assert command[-2:] == ["--augmentation", "workers"]
 
 
 def test_runs_import_this_checkouts_package(quality, tmp_path, monkeypatch):

@@ -67,12 +67,11 @@ def assert_parsed_as_written(argv, *parsed):
 @pytest.mark.parametrize("command", [c for c in shell_commands() if "recipes/pretrain.py" in c and "--" in c])
 def test_pretrain_examples_parse(command):
     """The README's pretraining commands use only arguments the recipe knows (they need data or a GPU to run)."""
-    from iecl_hf.training.arguments import parse_args, validate_train_args
+    from iecl_hf.cli.pretrain import parse_pretrain_args
     from iecl_hf.training.starting_point import pretraining_config
 
     argv = shlex.split(command.split("recipes/pretrain.py", 1)[1])
-    data_args, train_args, model_values = parse_args(argv)
-    validate_train_args(data_args, train_args)  # the recipe's own checks, before any data is read
+    data_args, train_args, model_values = parse_pretrain_args(argv)  # with the recipe's own checks
     assert_parsed_as_written(argv, data_args, train_args, model_values)
     if not train_args.model_name_or_path:  # else the config comes from the checkpoint, on top of its saved one
         pretraining_config(model_values)  # the config the recipe builds from the preset and flags

@@ -399,7 +399,7 @@ def test_backbone_checkpoints_that_do_not_fit_are_refused(timm_export, tmp_path)
         with pytest.raises(ValueError, match=match):
             pretraining_model(tiny_config(stem="timm", backbone_checkpoint=str(path), **fields))
 
-    refused(tmp_path / "missing", r"--backbone_checkpoint '.*missing': no such folder or \.safetensors file")
+    refused(tmp_path / "missing", r"`backbone_checkpoint` '.*missing': no such folder or \.safetensors file")
     refused(timm_export, r"holds a timm 'resnet18', not the backbone 'resnet34'", backbone="resnet34")
     refused(
         timm_export,
@@ -412,7 +412,7 @@ def test_backbone_checkpoints_that_do_not_fit_are_refused(timm_export, tmp_path)
     refused(partial, r"do not fit .*missing: \['layer4\.")
     iecl_checkpoint = timm_export.parent / "iecl"  # the IE-CL checkpoint the export was written from
     for path in (iecl_checkpoint, iecl_checkpoint / "model.safetensors"):
-        refused(path, r"is an IE-CL checkpoint, not a timm one: continue from it with --model_name_or_path")
+        refused(path, r"is an IE-CL checkpoint, not a timm one: continue from it with `model_name_or_path`")
     no_config = tmp_path / "no-config"
     no_config.mkdir()
     shutil.copy(timm_export / "model.safetensors", no_config)
@@ -449,7 +449,7 @@ def test_from_pretrained_never_loads_the_starting_weights(tmp_path, monkeypatch)
 
 
 def test_starting_weight_flags_are_checked(tmp_path):
-    from iecl_hf.training.arguments import parse_args
+    from iecl_hf.cli.pretrain import parse_pretrain_args as parse_args
 
     _, _, model_values = parse_args(["--backbone_pretrained", "--stem", "timm"])  # a switch: alone it means true
     assert model_values["backbone_pretrained"] is True and model_values["stem"] == "timm"
@@ -466,6 +466,6 @@ def test_starting_weight_flags_are_checked(tmp_path):
     # With --model_name_or_path the checkpoint's encoder weights win: a flag asking for others is refused.
     IECLConfig(**TINY_MODEL).save_pretrained(tmp_path)
     for flag in ({"backbone_pretrained": True}, {"backbone_checkpoint": "outputs/x-timm"}):
-        with pytest.raises(ValueError, match=r"with --backbone_.*: the checkpoint's encoder has its own weights"):
+        with pytest.raises(ValueError, match=r"with `backbone_.*: the checkpoint's encoder has its own weights"):
             pretraining_config(flag, str(tmp_path))
     assert pretraining_config({"backbone_pretrained": False}, str(tmp_path)).backbone_pretrained is False

@@ -51,7 +51,7 @@ def _local_loader_args(path: str):
     builder = {"parquet": "parquet", "arrow": "arrow", "csv": "csv", "json": "json", "jsonl": "json"}.get(ext)
     if builder is None:
         raise ValueError(
-            f"--dataset_name {path!r}: cannot read a .{ext} file; give parquet, arrow, csv or json files, or a folder."
+            f"`dataset_name` {path!r}: cannot read a .{ext} file; give parquet, arrow, csv or json files, or a folder."
         )
     return builder, {"data_files": path}
 
@@ -90,7 +90,7 @@ def load_image_dataset(
                     f"The local dataset {dataset_name!r} has empty split(s) or file(s): {empty} (0 rows). "
                     "Remove them or add images."
                 ) from error
-            if isinstance(error, ValueError) and str(error).startswith("--dataset_name"):
+            if isinstance(error, ValueError) and str(error).startswith("`dataset_name`"):
                 raise
             raise ValueError(
                 f"Could not read the local dataset {dataset_name!r} ({type(error).__name__}: {error}). "
@@ -105,8 +105,8 @@ def load_image_dataset(
         raise ValueError(
             f"Could not load dataset {dataset_name!r} ({type(error).__name__}: {error}). If the Hugging Face Hub is "
             "unreachable or the id is wrong, pass local data instead: a folder of parquet files or one saved with "
-            "`save_to_disk` (--dataset_name path/to/folder), parquet files (--dataset_name data/train.parquet), an "
-            "image folder (class_name/image.jpg), or leave --dataset_name unset for the embedded digits dataset."
+            "`save_to_disk` (`dataset_name` path/to/folder), parquet files (`dataset_name` data/train.parquet), an "
+            "image folder (class_name/image.jpg), or leave `dataset_name` unset for the embedded digits dataset."
         ) from error
 
 
@@ -180,13 +180,13 @@ def detect_columns(
 
     if features is None:
         raise ValueError(
-            "The dataset has no known features (a streaming dataset without a schema): pass --image_column."
+            "The dataset has no known features (a streaming dataset without a schema): pass `image_column`."
         )
     available = list(features)
     if image_column is not None:
         if image_column not in features:
             raise ValueError(
-                f"--image_column {image_column!r} is not a column of the dataset; available columns: {available}."
+                f"`image_column` {image_column!r} is not a column of the dataset; available columns: {available}."
             )
     else:
         typed = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
@@ -194,13 +194,13 @@ def detect_columns(
         if not (typed or named):
             raise ValueError(
                 f"No image column found (looked for an Image feature or one of {list(IMAGE_COLUMN_CANDIDATES)}); "
-                f"available columns: {available}. Pass --image_column NAME."
+                f"available columns: {available}. Pass `image_column` NAME."
             )
         image_column = (typed or named)[0]
     if label_column is not None:
         if label_column not in features:
             raise ValueError(
-                f"--label_column {label_column!r} is not a column of the dataset; available columns: {available}."
+                f"`label_column` {label_column!r} is not a column of the dataset; available columns: {available}."
             )
         if not is_label(features[label_column]):
             expected = (
@@ -209,7 +209,7 @@ def detect_columns(
                 else "integer class ids (a ClassLabel or an integer Value)"
             )
             raise ValueError(
-                f"--label_column {label_column!r} holds {features[label_column]!r}, not {expected}; "
+                f"`label_column` {label_column!r} holds {features[label_column]!r}, not {expected}; "
                 f"available columns: {available}."
             )
     else:
@@ -219,7 +219,7 @@ def detect_columns(
     if require_label and label_column is None:
         raise ValueError(
             f"The dataset has no label column (looked for a ClassLabel or one of {list(LABEL_COLUMN_CANDIDATES)}); "
-            f"available columns: {available}. Pass --label_column NAME, or use a labelled dataset."
+            f"available columns: {available}. Pass `label_column` NAME, or use a labelled dataset."
         )
     label_names = None
     if label_column is not None and isinstance(features[label_column], datasets.ClassLabel):

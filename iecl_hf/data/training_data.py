@@ -1,9 +1,9 @@
 """The training examples and loader of the pretraining recipe (also what `benchmarks/throughput.py` times).
 
-- `--augmentation batched` (default): uint8 images for the device augmentation; a map-style split of up to
+- `augmentation="batched"` (default): uint8 images for the device augmentation; a map-style split of up to
   `DECODE_ONCE_MAX_BYTES` decoded is decoded once into a memory-mapped array (`DecodedImages`), a larger or streamed
   one is decoded per example.
-- `--augmentation workers`: two torchvision views per example, made in the loader.
+- `augmentation="workers"`: two torchvision views per example, made in the loader.
 """
 
 import contextlib

@@ -38,7 +38,7 @@ RESULTS_FILE = "embed_results.json"
 
 def load_embed_encoder(name_or_path: str, say=print, **hub_kwargs):
     """(encoder, image_processor): the frozen `IECLModel` of an IE-CL checkpoint and its saved image processor (one
-    built from the config, with a notice, when the checkpoint has none). `ValueError` naming --model_name_or_path for
+    built from the config, with a notice, when the checkpoint has none). `ValueError` naming `model_name_or_path` for
     anything that is not an IE-CL checkpoint."""
     encoder, image_processor, notice = load_frozen_encoder(name_or_path, **hub_kwargs)
     if notice:
@@ -57,24 +57,24 @@ def load_embed_split(
     max_samples: int | None = None,
 ) -> tuple[datasets.Dataset, DatasetColumns]:
     """(split, columns): one split of an image dataset (the embedded digits when `dataset_name` is None), its first
-    `max_samples` rows, and its image column (detected or checked). Errors name the flag: --split, --image_column,
-    --embedding_column."""
+    `max_samples` rows, and its image column (detected or checked). Errors name the argument: `split`,
+    `image_column`, `embedding_column`."""
     dataset = load_image_dataset(dataset_name, dataset_config_name, image_size=image_size, cache_dir=cache_dir)
     if isinstance(dataset, datasets.Dataset):
         dataset = datasets.DatasetDict({"train": dataset})
     if split not in dataset:
-        raise ValueError(f"--split {split!r} is not a split of the dataset; available splits: {list(dataset)}.")
+        raise ValueError(f"`split` {split!r} is not a split of the dataset; available splits: {list(dataset)}.")
     rows = dataset[split]
     columns = detect_columns(rows.features, image_column)
     if embedding_column in rows.column_names:
         raise ValueError(
-            f"--embedding_column {embedding_column!r} is already a column of the dataset (columns: "
+            f"`embedding_column` {embedding_column!r} is already a column of the dataset (columns: "
             f"{rows.column_names}); pass another name, or remove that column first."
         )
     if max_samples is not None and max_samples < len(rows):
         rows = rows.select(range(max_samples))
     if len(rows) == 0:
-        raise ValueError(f"--split {split!r} has no rows: nothing to embed.")
+        raise ValueError(f"`split` {split!r} has no rows: nothing to embed.")
     return rows, columns
 
 
@@ -290,7 +290,7 @@ def check_embed_output_dir(output_dir: str, overwrite: bool = False):
     """Fail before any work if `output_dir` holds something (without `overwrite`) or its parent is not writable."""
     if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)) and not overwrite:
         raise ValueError(
-            f"--output_dir {output_dir!r} already exists and is not empty; pass --overwrite_output_dir to replace "
+            f"`output_dir` {output_dir!r} already exists and is not empty; pass `overwrite_output_dir` to replace "
             "it, or choose another folder."
         )
     parent = os.path.dirname(os.path.abspath(output_dir))
@@ -302,7 +302,7 @@ def check_embed_output_dir(output_dir: str, overwrite: bool = False):
         os.remove(probe)
     except OSError as error:
         raise ValueError(
-            f"--output_dir {output_dir!r}: {parent!r} is not writable ({error}); choose another folder."
+            f"`output_dir` {output_dir!r}: {parent!r} is not writable ({error}); choose another folder."
         ) from error
 
 

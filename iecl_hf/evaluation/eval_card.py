@@ -78,8 +78,9 @@ def results_table(eval_results: list[EvalResult]) -> str:
 TEMPLATE_PATH = os.path.join(os.path.dirname(__file__), "eval_card_template.md")
 
 
-def render_linear_eval_card(results: dict, repo_id: str | None = None, command: str = "") -> ModelCard:
-    """The README.md of a linear-eval output folder, from its `eval_results.json` dict."""
+def render_linear_eval_card(results: dict, repo_id: str | None = None, *, command: str) -> ModelCard:
+    """The README.md of a linear-eval output folder, from its `eval_results.json` dict; `command` is the shell command
+    that reproduces it."""
     dataset = results["dataset"]
     checkpoint = results["checkpoint"]
     model_name = (repo_id or "").split("/")[-1] or f"{os.path.basename(os.path.normpath(checkpoint))}-linear-eval"
@@ -117,7 +118,7 @@ def render_linear_eval_card(results: dict, repo_id: str | None = None, command: 
         seed=results["seed"],
         metrics_source=_metrics_source_text(results["metrics_source"]),
         embedding_2d=results["protocol"]["embedding_2d"],
-        command=command or f"python recipes/linear_eval.py --model_name_or_path {checkpoint}",
+        command=command,
     )
 
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from accelerate.logging import get_logger
 
+from ..console import progress_bars_enabled
 from ..data import EMBEDDED_DATASET, load_image_dataset
 from ..provenance import provenance
-from ..training.logs import progress_bars_enabled
 from .eval_card import dataset_identity, render_linear_eval_card, update_model_card
 from .knn import weighted_knn_predict
 from .linear_probe import (
@@ -42,7 +42,7 @@ logger = get_logger(__name__)
 
 
 def show_progress(accelerator) -> bool:
-    """Progress bars on the main process, unless --log_level is warning or error."""
+    """Progress bars on the main process, unless the log level is warning or error (`setup_logging`)."""
     return accelerator.is_local_main_process and progress_bars_enabled()
 
 
@@ -126,13 +126,13 @@ def extract_split_features(encoder, image_processor, splits, args, accelerator) 
         )
     if min(result.labels["train"].min().item(), result.labels["test"].min().item()) < 0:
         raise ValueError(
-            f"--label_column {splits.columns.label!r} has negative labels (unlabelled images?); use a labelled split."
+            f"`label_column` {splits.columns.label!r} has negative labels (unlabelled images?); use a labelled split."
         )
     return result
 
 
 def train_probe(encoder, image_processor, splits, split_features: SplitFeatures, args, accelerator):
-    """(probe, loss history): every process trains the same probe on the gathered features; with --augment, on random
+    """(probe, loss history): every process trains the same probe on the gathered features; with `augment`, on random
     crops through the frozen encoder, the processes sharing the work. A progress bar over the epochs."""
     train_features, train_labels = split_features.features["train"], split_features.labels["train"]
     mean, std = feature_statistics(train_features) if args.standardize else (None, None)
@@ -196,8 +196,8 @@ def score(probe, split_features: SplitFeatures, num_classes: int, args, accelera
 
 
 def log_to_trackers(accelerator, figures: dict, train_top1: float, history: list):
-    """With --report_to: the probe's mean loss per epoch (`probe/loss`), then the figures (`eval/linear_top1`,
-    `eval/knn_k20_top1`, ...) at the probe's last epoch."""
+    """With trackers (`report_to`): the probe's mean loss per epoch (`probe/loss`), then the figures
+    (`eval/linear_top1`, `eval/knn_k20_top1`, ...) at the probe's last epoch."""
     for epoch, loss in enumerate(history, start=1):
         accelerator.log({"probe/loss": loss}, step=epoch)
     values = {f"eval/{name}": value for name, value in figures.items() if value is not None}
@@ -285,7 +285,7 @@ def results_record(
 
 def save_outputs(results, encoder, probe, image_processor, splits, split_features: SplitFeatures, args, argv, say):
     """eval_results.json, the classifier (+ processor) for pipeline("image-classification"), features_2d.png, the
-    model card (and, with --update_model_card, the checkpoint's card); then the summary lines."""
+    model card (and, with `update_model_card`, the checkpoint's card); then the summary lines."""
     output_dir = args.output_dir
     with open(os.path.join(output_dir, "eval_results.json"), "w") as handle:
         json.dump(results, handle, indent=2)
@@ -310,7 +310,7 @@ def save_outputs(results, encoder, probe, image_processor, splits, split_feature
             say(f"Updated the model card {os.path.join(args.model_name_or_path, 'README.md')}.")
         else:
             say(
-                f"notice: --update_model_card: {args.model_name_or_path!r} is not a local folder; "
+                f"notice: `update_model_card`: {args.model_name_or_path!r} is not a local folder; "
                 "its card was not changed."
             )
 

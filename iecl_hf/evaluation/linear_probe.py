@@ -7,7 +7,7 @@ Protocol (what `recipes/linear_eval.py` runs):
    exactly what `pipeline("image-classification")` does later); the pooled features are extracted once and
    cached under `OUT/features_cache/`, keyed by the encoder's weights, the preprocessing and the split.
 3. A linear layer is trained on the (optionally standardized) features: cross-entropy, SGD with momentum 0.9 or
-   AdamW, cosine schedule. `--augment` instead trains on augmented crops passed through the frozen encoder.
+   AdamW, cosine schedule. With `augment` it trains on augmented crops passed through the frozen encoder instead.
 4. The standardization is folded into the linear weights, so the classifier works on raw pooled features.
 """
 
@@ -33,11 +33,9 @@ from ..data.pipeline import ExampleTransform, TwoViewCollator, apply_example_tra
 from ..hub.checkpoints import fetch_config_dict
 from ..image_processing import build_image_processor
 from ..modeling_iecl import IECLForImageClassification, IECLModel
-from ..training.optim import build_optimizer
+from ..optimization import PROBE_LEARNING_RATES, build_optimizer
 from .features import extract_features
 
-# Measured on standardized digits features (trained and random-init encoders): AdamW at 1e-3 underfits by ~5 points.
-DEFAULT_LEARNING_RATES = {"sgd": 0.1, "adamw": 1e-2}
 CACHE_FORMAT_VERSION = 1
 
 
@@ -64,7 +62,7 @@ def load_frozen_encoder(name_or_path: str, random_init: bool = False, seed: int 
         if loading_info["missing_keys"]:
             missing = sorted(loading_info["missing_keys"])
             raise ValueError(
-                f"--model_name_or_path {name_or_path!r}: the checkpoint lacks {len(missing)} encoder weights (e.g. "
+                f"`model_name_or_path` {name_or_path!r}: the checkpoint lacks {len(missing)} encoder weights (e.g. "
                 f"{missing[:3]}); evaluating it would measure a partly random encoder."
             )
     encoder.eval().requires_grad_(False)
@@ -129,11 +127,11 @@ def prepare_eval_splits(
     if isinstance(dataset, datasets.Dataset):
         dataset = datasets.DatasetDict({train_split: dataset})
     if isinstance(dataset, datasets.IterableDatasetDict):
-        raise ValueError("Linear evaluation needs the whole dataset: load it without --streaming.")
+        raise ValueError("Linear evaluation needs the whole dataset: load it without streaming.")
     available = list(dataset)
     if train_split not in dataset:
         raise ValueError(
-            f"--train_split {train_split!r} is not a split of the dataset; available splits: {available}."
+            f"`train_split` {train_split!r} is not a split of the dataset; available splits: {available}."
         )
     train = dataset[train_split]
     columns = detect_columns(train.features, image_column, label_column, require_label=True, string_labels=True)
@@ -141,7 +139,7 @@ def prepare_eval_splits(
     if validation_size is not None:
         if not 0 < validation_size < len(train):
             raise ValueError(
-                f"validation_size must be between 1 and the train split's size - 1 ({len(train) - 1}), "
+                f"`validation_size` must be between 1 and the train split's size - 1 ({len(train) - 1}), "
                 f"got {validation_size}."
             )
         train, _, label_names = _encode_labels(train, None, columns.label)
@@ -156,16 +154,13 @@ def prepare_eval_splits(
         train, test, label_names = _encode_labels(train, test, columns.label)
         test_description = test_split
     else:
-        if not 0 < holdout_fraction < 1:
-            raise ValueError(f"--holdout_fraction must be in (0, 1), got {holdout_fraction}.")
         train, _, label_names = _encode_labels(train, None, columns.label)
         train, test, stratified = _holdout(train, columns.label, holdout_fraction, seed)
         test_description = f"{train_split} (held-out {holdout_fraction:.0%})"
         notices.append(
             f"No {test_split!r} split (splits: {available}): holding out {holdout_fraction:.0%} of {train_split!r} "
             f"({'stratified by label, ' if stratified else ''}seed {seed}) as the test split. "
-            "Use --test_split NAME for "
-            "another split, --holdout_fraction to change the fraction."
+            "Use `test_split` NAME for another split, `holdout_fraction` to change the fraction."
         )
     columns = DatasetColumns(image=columns.image, label=columns.label, label_names=label_names)
     train = _subset(train, max_train_samples, seed)
@@ -181,7 +176,7 @@ def _encode_labels(train, test, column):
     values = set(train.unique(column)) | (set(test.unique(column)) if test is not None else set())
     if None in values:
         raise ValueError(
-            f"--label_column {column!r} has missing labels (None); remove those rows or pick another column."
+            f"`label_column` {column!r} has missing labels (None); remove those rows or pick another column."
         )
     values = sorted(values, key=lambda value: (isinstance(value, str), value))
     index = {value: i for i, value in enumerate(values)}
@@ -356,7 +351,7 @@ def feature_batches(features: torch.Tensor, labels: torch.Tensor, batch_size: in
 
 
 def encoded_batches(encoder, dataloader):
-    """`batches(epoch)`: features of (augmented) image batches through the frozen encoder, for `--augment`."""
+    """`batches(epoch)`: features of (augmented) image batches through the frozen encoder (the `augment` protocol)."""
     device = next(encoder.parameters()).device
 
     def batches(epoch):
@@ -373,12 +368,9 @@ def encoded_batches(encoder, dataloader):
 
 
 def make_optimizer(probe: nn.Module, name: str = "sgd", learning_rate: float | None = None, weight_decay: float = 0.0):
-    """The probe's optimizer (SGD momentum 0.9 or AdamW, `build_optimizer`) with the probe's default LR per name."""
-    if name not in DEFAULT_LEARNING_RATES:
-        raise ValueError(
-            f"--optimizer {name!r} is not supported; allowed values: {', '.join(DEFAULT_LEARNING_RATES)}."
-        )
-    learning_rate = DEFAULT_LEARNING_RATES[name] if learning_rate is None else learning_rate
+    """The probe's optimizer (`build_optimizer`: SGD momentum 0.9, AdamW, ...); without `learning_rate`, the probe's
+    default for the optimizer (`PROBE_LEARNING_RATES`)."""
+    learning_rate = PROBE_LEARNING_RATES.get(name) if learning_rate is None else learning_rate
     return build_optimizer(name, probe, learning_rate, weight_decay)
 
 
@@ -394,7 +386,8 @@ def fit_linear_probe(
     progress: bool = False,
 ) -> list[float]:
     """Train `probe` in place with cross-entropy and a cosine schedule (to 0 over all steps); returns the mean
-    training loss of each epoch. With `accelerator`, the probe is prepared (DDP over processes, for `--augment`).
+    training loss of each epoch. With `accelerator`, the probe is prepared (DDP over processes: the `augment`
+    protocol).
     `progress`: a tqdm bar over the epochs with the last epoch's loss (the caller decides which process shows it)."""
     torch_optimizer = make_optimizer(probe, optimizer, learning_rate, weight_decay)
     # Stepped by hand once per optimizer step (a prepared scheduler would step once per process).
@@ -445,7 +438,6 @@ def build_classifier(encoder: IECLModel, probe: LinearProbe, label_names: list[s
 
 
 __all__ = [
-    "DEFAULT_LEARNING_RATES",
     "EvalSplits",
     "LinearProbe",
     "ProcessorTransform",

@@ -16,9 +16,7 @@ def embed_2d(features, method: str = "pca", seed: int = 0) -> np.ndarray:
     from sklearn.decomposition import PCA
 
     if method not in EMBEDDING_METHODS:
-        raise ValueError(
-            f"--embedding_2d {method!r} is not supported; allowed values: {', '.join(EMBEDDING_METHODS)}."
-        )
+        raise ValueError(f"`method` {method!r} is not supported; allowed values: {', '.join(EMBEDDING_METHODS)}.")
     features = torch.nn.functional.normalize(torch.as_tensor(features).float(), dim=1).numpy()
     if method == "pca":
         return PCA(n_components=2, random_state=seed).fit_transform(features)

@@ -1,4 +1,4 @@
-"""What a `--model_name_or_path` (or an output folder) holds: the one place that decides "is this an IE-CL model?"
+"""What a `model_name_or_path` (or an output folder) holds: the one place that decides "is this an IE-CL model?"
 and "is this name a Hub id?"."""
 
 import json
@@ -30,21 +30,22 @@ def local_model_type(folder: str):
         return None
 
 
-def fetch_config_dict(name_or_path: str, flag: str = "--model_name_or_path", **hub_kwargs) -> dict:
+def fetch_config_dict(name_or_path: str, **hub_kwargs) -> dict:
     """The config dict of an IE-CL checkpoint, a local folder or a Hub id (downloaded with `hub_kwargs`).
 
-    Raises `ValueError` naming `flag` for a missing folder, a folder without config.json, an unreachable Hub id or a
-    checkpoint of another model type.
+    Raises `ValueError` naming `model_name_or_path` for a missing folder, a folder without config.json, an
+    unreachable Hub id or a checkpoint of another model type.
     """
     from transformers import PretrainedConfig
 
+    subject = f"`model_name_or_path` {name_or_path!r}"
     try:
         config_dict, _ = PretrainedConfig.get_config_dict(name_or_path, **hub_kwargs)
     except Exception as error:  # missing folder, no config.json, Hub unreachable, ...
         raise ValueError(
-            f"{flag} {name_or_path!r}: cannot read a model config ({type(error).__name__}: {error}). Pass a folder "
+            f"{subject}: cannot read a model config ({type(error).__name__}: {error}). Pass a folder "
             "written by recipes/pretrain.py (or by save_pretrained of an IE-CL model) "
             "or the id of an IE-CL model on the Hub."
         ) from error
-    check_model_type(config_dict.get("model_type"), f"{flag} {name_or_path!r}")
+    check_model_type(config_dict.get("model_type"), subject)
     return config_dict

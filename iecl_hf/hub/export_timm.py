@@ -1,4 +1,4 @@
-"""The encoder of an IE-CL checkpoint as a timm model folder (recipes/export_timm.py).
+"""The encoder of an IE-CL checkpoint as a timm model folder (what `recipes/export_timm.py` writes).
 
 The folder is timm's own layout, written by timm's `save_for_hf`: `config.json` (`architecture`, `num_classes`,
 `model_args`, and `pretrained_cfg` with the checkpoint's normalization and image size) and `model.safetensors` with
@@ -13,17 +13,9 @@ timm's config cannot describe, and for them `IECLModel.backbone` (the plain timm
 import json
 import os
 import shutil
-from dataclasses import dataclass
 
 from ..configuration_iecl import IECLConfig
 from ..image_processing import resize_size_for
-from ..training.arguments import (
-    HubArguments,
-    check_hub_model_id,
-    default_output_base,
-    option,
-    parse_dataclasses,
-)
 from .checkpoints import fetch_config_dict
 from .upload import PushError
 
@@ -58,36 +50,6 @@ CITATION = """@inproceedings{zhang2026iecl,
 }"""
 
 
-@dataclass
-class ExportTimmArguments(HubArguments):
-    model_name_or_path: str | None = option(
-        None, "An IE-CL checkpoint (a folder written by recipes/pretrain.py, or a Hub id) with stem 'timm'."
-    )
-    revision: str | None = option(None, "Branch, tag or commit of a Hub --model_name_or_path.")
-    cache_dir: str | None = option(None, "Hub cache folder.")
-    output_dir: str | None = option(
-        None,
-        "The timm folder to write (config.json, model.safetensors, README.md): written to a temporary folder, then "
-        "renamed; an earlier export there is replaced. Default: CKPT-timm for a local checkpoint, "
-        "outputs/OWNER--NAME-timm for a Hub id.",
-    )
-
-
-def parse_export_args(argv=None) -> ExportTimmArguments:
-    """export_timm.py's arguments, checked, with the default --output_dir filled in."""
-    (args,) = parse_dataclasses((ExportTimmArguments,), argv)
-    if not args.model_name_or_path:
-        raise ValueError("--model_name_or_path is required (a folder written by recipes/pretrain.py, or a Hub id).")
-    if args.push_to_hub and not args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id (e.g. your-name/iecl-resnet50-timm).")
-    check_hub_model_id(args.hub_model_id)
-    if args.output_dir is None:
-        base = default_output_base(args.model_name_or_path)
-        args.output_dir = base + "-timm"
-    check_export_dir(args.output_dir)
-    return args
-
-
 def is_timm_folder(folder: str) -> bool:
     """A folder in timm's layout: a config.json with `architecture` and no transformers `model_type`."""
     try:
@@ -99,12 +61,12 @@ def is_timm_folder(folder: str) -> bool:
 
 
 def check_export_dir(folder: str):
-    """Refuse, before anything is loaded, an --output_dir that holds something other than an earlier export."""
+    """Refuse, before anything is loaded, an `output_dir` that holds something other than an earlier export."""
     if os.path.exists(folder) and not os.path.isdir(folder):
-        raise ValueError(f"--output_dir {folder!r} is a file; choose a folder.")
+        raise ValueError(f"`output_dir` {folder!r} is a file; choose a folder.")
     if os.path.isdir(folder) and os.listdir(folder) and not is_timm_folder(folder):
         raise ValueError(
-            f"--output_dir {folder!r} is not empty and holds no timm export to replace; choose a new or empty folder."
+            f"`output_dir` {folder!r} is not empty and holds no timm export to replace; choose a new or empty folder."
         )
 
 
@@ -113,7 +75,7 @@ def load_exportable_encoder(model_name_or_path: str, **hub_kwargs):
     why, for a checkpoint that is not IE-CL's or whose backbone timm cannot build by name (a CIFAR stem)."""
     from ..modeling_iecl import IECLModel
 
-    flag = f"--model_name_or_path {model_name_or_path!r}"
+    flag = f"`model_name_or_path` {model_name_or_path!r}"
     saved = fetch_config_dict(model_name_or_path, **hub_kwargs)
     config = IECLConfig.from_dict({k: v for k, v in saved.items() if k not in _FILE_KEYS})
     if config.stem != "timm":
@@ -256,7 +218,8 @@ model = AutoModel.from_pretrained("{transformers_name}")  # TimmWrapperModel; .p
 def push_timm_folder(folder: str, repo_id: str, private: bool = False, token=None) -> str:
     """Upload the written folder as it is (the same files as the local export): `HfApi.create_repo(exist_ok=True)` +
     `upload_folder`. timm's `push_to_hf_hub` would save the model again, with the `num_classes` argument that
-    TimmWrapperModel cannot load. Returns the repo URL; raises `PushError` saying how to retry on any Hub failure."""
+    TimmWrapperModel cannot load. Returns the repo URL; raises `PushError` (the folder is complete) on any Hub
+    failure."""
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
@@ -272,7 +235,6 @@ def push_timm_folder(folder: str, repo_id: str, private: bool = False, token=Non
         message = " ".join(str(error).split())
         raise PushError(
             f"Pushing {folder} to the Hub as {repo_id!r} failed ({type(error).__name__}: {message}). The timm folder "
-            f"is complete; log in (`hf auth login` or HF_TOKEN) and retry the upload alone with: "
-            f"hf upload {repo_id} {folder}{' --private' if private else ''}"
+            "is complete; log in (`hf auth login` or HF_TOKEN) and retry the upload alone."
         ) from error
     return str(url)

@@ -44,8 +44,8 @@ def timm_pretrained_id(backbone: str) -> str | None:
 
 def starting_weights(config, initialized_from: str | None) -> tuple[str, str | None]:
     """(the card's "initialized from" text, its `base_model`: a Hub id or None). A checkpoint the run continued
-    (`--model_name_or_path`) comes first; then the backbone's starting weights (`--backbone_pretrained`,
-    `--backbone_checkpoint`), which its config records, also when it was continued from a local folder."""
+    (`model_name_or_path`) comes first; then the backbone's starting weights (`backbone_pretrained`,
+    `backbone_checkpoint`), which its config records, also when it was continued from a local folder."""
     backbone_pretrained = getattr(config, "backbone_pretrained", False)
     timm_id = timm_pretrained_id(config.backbone) if backbone_pretrained else None
     checkpoint = getattr(config, "backbone_checkpoint", None)
@@ -80,8 +80,8 @@ def render_pretraining_card(
     limitations: str = "",
     initialized_from: str | None = None,
 ) -> ModelCard:
-    """`initialized_from`: the --model_name_or_path the run started from (a Hub id becomes the card's `base_model`;
-    without one, the Hub id of the timm weights `--backbone_pretrained` started the backbone from)."""
+    """`initialized_from`: the `model_name_or_path` the run started from (a Hub id becomes the card's `base_model`;
+    without one, the Hub id of the timm weights `backbone_pretrained` started the backbone from)."""
     initialized_text, base_model = starting_weights(config, initialized_from)
     card_data = ModelCardData(
         library_name="transformers",

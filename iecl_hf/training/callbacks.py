@@ -6,10 +6,10 @@ import time
 from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
+from ..console import progress_bars_enabled
 from ..evaluation import extract_features, knn_accuracy
 from .checkpointing import save_checkpoint
 from .finite import check_finite_weights
-from .logs import progress_bars_enabled
 from .loop import Callback
 from .trackers import tracker_scalars
 
@@ -25,7 +25,7 @@ def is_logging_step(step: int, logging_steps: int, max_train_steps: int) -> bool
 class LoggingCallback(Callback):
     """Every `logging_steps` (and at the last step): the LR, the images/s since the last record and the loss terms,
     to the history (curves, the model card), the JSONL log, Accelerate's trackers and the progress bar (main
-    process, hidden at --log_level warning or error)."""
+    process, hidden at log level warning or error)."""
 
     def __init__(self, accelerator, logger, scheduler, logging_steps: int, max_train_steps: int, initial_step: int):
         self.accelerator, self.logger, self.scheduler = accelerator, logger, scheduler

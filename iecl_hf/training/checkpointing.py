@@ -46,7 +46,7 @@ def resolve_checkpoint(resume_from_checkpoint, output_dir) -> str | None:
         return checkpoints[-1][1] if checkpoints else None
     if not os.path.isdir(resume_from_checkpoint):
         raise ValueError(
-            f"--resume_from_checkpoint {resume_from_checkpoint!r} is not a folder; give a checkpoint folder "
+            f"`resume_from_checkpoint` {resume_from_checkpoint!r} is not a folder; give a checkpoint folder "
             f"(OUTPUT_DIR/{CHECKPOINT_DIR}/step_N) or 'latest'."
         )
     return resume_from_checkpoint
@@ -60,7 +60,7 @@ def check_resume_checkpoint(path: str, model=None):
     With `model`, the names and shapes of the saved weights are compared to the model's (read from the safetensors
     header, nothing is unpickled).
     """
-    flag = f"--resume_from_checkpoint {path!r}"
+    flag = f"`resume_from_checkpoint` {path!r}"
     if os.path.isfile(os.path.join(path, "config.json")):
         model_type = local_model_type(path)
         if model_type != IECLConfig.model_type:
@@ -103,7 +103,7 @@ def check_resume_checkpoint(path: str, model=None):
             )
         raise ValueError(
             f"{flag} was written for another model: {'; '.join(details)}. Resume with the same model "
-            "arguments (--preset, --backbone, --framework, ... or the same --config_file) as the run that wrote it."
+            "arguments (`preset`, `backbone`, `framework`, ... or the same `config_file`) as the run that wrote it."
         )
 
 
@@ -159,9 +159,9 @@ def check_free_space(output_dir, required_bytes: int):
     free = shutil.disk_usage(output_dir).free
     if free < required_bytes:
         raise ValueError(
-            f"--output_dir {str(output_dir)!r} has {free / 2**20:.0f} MiB free; this run needs about "
+            f"`output_dir` {str(output_dir)!r} has {free / 2**20:.0f} MiB free; this run needs about "
             f"{required_bytes / 2**20:.0f} MiB (checkpoints and the final model). Free some space, choose "
-            "another folder, or lower --checkpoints_total_limit."
+            "another folder, or lower `checkpoints_total_limit`."
         )
 
 
@@ -186,9 +186,9 @@ def prepare_output_for_fresh_start(output_dir, overwrite: bool = False, remove: 
     newest = checkpoints[-1][0] if checkpoints else None
     if checkpoints and not overwrite and finished_step != newest:
         raise ValueError(
-            f"--output_dir {str(output_dir)!r} holds the checkpoints of an unfinished run (newest: step_{newest}). "
-            "Continue it with --resume_from_checkpoint latest, start over with --overwrite_output_dir, or choose "
-            "another --output_dir."
+            f"`output_dir` {str(output_dir)!r} holds the checkpoints of an unfinished run (newest: step_{newest}). "
+            "Continue it with `resume_from_checkpoint` latest, start over with `overwrite_output_dir`, or choose "
+            "another `output_dir`."
         )
     if remove:  # the old run's final model stays until this run overwrites it; its "finished" marker goes now
         shutil.rmtree(root, ignore_errors=True)
@@ -197,5 +197,6 @@ def prepare_output_for_fresh_start(output_dir, overwrite: bool = False, remove: 
                 os.remove(os.path.join(str(output_dir), stale))
     if not checkpoints:
         return None
-    reason = "--overwrite_output_dir" if overwrite and finished_step != newest else "a finished earlier run"
+    unfinished = overwrite and finished_step != newest
+    reason = "an unfinished run (`overwrite_output_dir`)" if unfinished else "a finished earlier run"
     return f"Removed the checkpoints and log of {reason} in {output_dir} (starting from scratch)."

@@ -1,7 +1,7 @@
 """The stages of a pretraining run, in the order `recipes/pretrain.py` calls them:
 
     check_before_start -> make_accelerator -> prepare_data -> prepare_model -> start_or_resume (-> start_trackers)
-    -> fit (the recipe's loop: TrainingLoop + PretrainingStep (step.py) + the callbacks) -> finish -> export -> push
+    -> fit (the recipe's loop: TrainingLoop + PretrainingStep (step.py) + the callbacks) -> finish -> export
 
 Each stage is a function of the arguments and of what the stages before it returned; nothing else is shared.
 """
@@ -31,8 +31,14 @@ from ..data import (
 from ..data.loading import EMBEDDED_DATASET
 from ..data.training_data import training_examples, training_loader
 from ..hub.model_card import render_pretraining_card
-from ..hub.upload import push_release
 from ..image_processing import build_image_processor
+from ..optimization import (
+    build_generator_optimizer,
+    build_optimizer,
+    build_scheduler,
+    default_warmup_steps,
+    pretraining_learning_rate,
+)
 from ..provenance import provenance
 from ..spectral_iecl import exact_spectral_norms
 from .callbacks import CheckpointCallback, LoggingCallback, OnlineKnnCallback
@@ -44,7 +50,6 @@ from .checkpointing import (
 )
 from .logs import JsonlLogger, TrainingState
 from .loop import TrainingLoop
-from .optim import build_generator_optimizer, build_optimizer, build_scheduler
 from .trackers import TrackerRun, tracker_scalars
 from .visuals import save_training_curves, save_views_grid
 
@@ -87,15 +92,15 @@ def check_sync_batchnorm(sync_batchnorm: bool, accelerator: Accelerator):
     """SyncBatchNorm runs on CUDA only; on one process it would change nothing."""
     if sync_batchnorm and accelerator.device.type != "cuda":
         raise ValueError(
-            f"--sync_batchnorm needs GPUs (SyncBatchNorm runs on CUDA devices only; this run is on "
-            f"{accelerator.device.type}): drop the flag, or launch on several GPUs with `accelerate launch`."
+            f"`sync_batchnorm` needs GPUs (SyncBatchNorm runs on CUDA devices only; this run is on "
+            f"{accelerator.device.type}): turn it off, or launch on several GPUs with `accelerate launch`."
         )
 
 
 def make_accelerator(args, run: TrackerRun) -> Accelerator:
     return Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        **run.accelerator_kwargs(args.report_to),  # the trackers; project and logging folders in --output_dir
+        **run.accelerator_kwargs(args.report_to),  # the trackers; project and logging folders in output_dir
         # The shuffle order comes from (data_seed, epoch) alone: identical on every process, reproducible on resume.
         # Non-blocking copies from pinned memory (prepare_data pins on a GPU): the copy overlaps the step.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed, non_blocking=True),
@@ -123,7 +128,7 @@ class TrainingData:
 
 def prepare_data(data_args, args, config, accelerator) -> TrainingData:
     """Load the dataset, detect its columns, build the training loader (not yet prepared), the online-kNN loaders
-    and the preview images. Raises `ValueError` naming the flag to fix."""
+    and the preview images. Raises `ValueError` naming the argument to fix."""
     dataset_name = data_args.dataset_name or EMBEDDED_DATASET
     raw = load_image_dataset(
         data_args.dataset_name,
@@ -134,12 +139,12 @@ def prepare_data(data_args, args, config, accelerator) -> TrainingData:
     )
     if data_args.train_split not in raw:
         raise ValueError(
-            f"--train_split {data_args.train_split!r} is not a split of {dataset_name}; available: {list(raw)}."
+            f"`train_split` {data_args.train_split!r} is not a split of {dataset_name}; available: {list(raw)}."
         )
     train_split = raw[data_args.train_split]
     if isinstance(train_split, Dataset) and len(train_split) == 0:
         raise ValueError(
-            f"The split {data_args.train_split!r} of {dataset_name} is empty; choose another --train_split "
+            f"The split {data_args.train_split!r} of {dataset_name} is empty; choose another `train_split` "
             f"(available: {list(raw)})."
         )
     columns = detect_columns(train_split.features, data_args.image_column, data_args.label_column)
@@ -156,7 +161,7 @@ def prepare_data(data_args, args, config, accelerator) -> TrainingData:
         raise ValueError(
             f"The training split has {len(train_split)} images, fewer than one global batch "
             f"({args.per_device_train_batch_size} x {accelerator.num_processes} processes); lower "
-            "--per_device_train_batch_size."
+            "`per_device_train_batch_size`."
         )
 
     cache = os.path.join(data_args.cache_dir, "iecl_hf_decoded") if data_args.cache_dir else None
@@ -191,7 +196,7 @@ def knn_loaders(raw, columns, data_args, args, config, accelerator, dataset_name
         return None
     if validation_split not in raw:
         raise ValueError(
-            f"--validation_split {validation_split!r} is not a split of {dataset_name}; available: {list(raw)}."
+            f"`validation_split` {validation_split!r} is not a split of {dataset_name}; available: {list(raw)}."
         )
     validation_features = raw[validation_split].features
     if validation_features is not None:
@@ -199,13 +204,13 @@ def knn_loaders(raw, columns, data_args, args, config, accelerator, dataset_name
         if missing:
             raise ValueError(
                 f"The validation split {validation_split!r} of {dataset_name} has no column(s) {missing}; "
-                f"available columns: {list(validation_features)}. Pass --validation_split none to skip the "
+                f"available columns: {list(validation_features)}. Pass `validation_split` none to skip the "
                 "online kNN."
             )
     if isinstance(raw[validation_split], Dataset) and len(raw[validation_split]) == 0:
         raise ValueError(
             f"The validation split {validation_split!r} of {dataset_name} is empty; pass another "
-            "--validation_split, or --validation_split none to skip the online kNN."
+            "`validation_split`, or `validation_split` none to skip the online kNN."
         )
     bank = make_eval_dataset(
         take_subset(raw[data_args.train_split], data_args.knn_max_train_samples), columns, config.image_size
@@ -226,7 +231,7 @@ def preview_images(raw, columns, data_args, config, dataset_name) -> torch.Tenso
     if not examples:
         raise ValueError(
             f"None of the first 64 images of the split {data_args.train_split!r} of {dataset_name} could be "
-            f"decoded (column {columns.image!r}); check the data or pass --image_column."
+            f"decoded (column {columns.image!r}); check the data or pass `image_column`."
         )
     return TwoViewCollator()(examples)["pixel_values"]
 
@@ -253,7 +258,7 @@ class Training:
 def apply_speed_options(
     model, encoder, *, channels_last: bool, torch_compile: bool, backend: str | None = None, mode: str | None = None
 ) -> torch.memory_format:
-    """--channels_last (the model now, the views in each step: the returned format) and --torch_compile (the encoder
+    """`channels_last` (the model now, the views in each step: the returned format) and `torch_compile` (the encoder
     in place, `nn.Module.compile`, so that the state dict and the saved checkpoints keep plain keys). Shared with
     benchmarks/throughput.py, so that the benchmark measures what the recipe runs."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -261,6 +266,20 @@ def apply_speed_options(
     if torch_compile:
         encoder.compile(backend=backend or "inductor", mode=mode)
     return memory_format
+
+
+def build_optimizers(model, args, global_batch: int) -> tuple[list, float]:
+    """The encoder's optimizer (`args.optimizer`, SAIB's parameters excluded) at `args.learning_rate` or the default
+    for `global_batch`, and SAIB's AdamW (`args.generator_learning_rate`, `saib_weight_decay`); returns the
+    optimizers and the encoder's learning rate. Also what the benchmarks train with."""
+    learning_rate = args.learning_rate or pretraining_learning_rate(args.optimizer, global_batch)
+    encoder_optimizer = build_optimizer(
+        args.optimizer, model, learning_rate, args.weight_decay, exclude=model.generator_parameters()
+    )
+    generator_optimizer = build_generator_optimizer(
+        model.generator_parameters(), args.generator_learning_rate, model.config.saib_weight_decay
+    )
+    return [o for o in (encoder_optimizer, generator_optimizer) if o is not None], learning_rate
 
 
 def prepare_model(model, data: TrainingData, data_args, args, accelerator, checkpoint) -> Training:
@@ -280,14 +299,7 @@ def prepare_model(model, data: TrainingData, data_args, args, accelerator, check
         mode=args.torch_compile_mode,
     )
     global_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
-    learning_rate = args.learning_rate or (1e-3 if args.optimizer == "adamw" else 0.3 * global_batch / 256)
-    encoder_optimizer = build_optimizer(
-        args.optimizer, model, learning_rate, args.weight_decay, exclude=model.generator_parameters()
-    )
-    generator_optimizer = build_generator_optimizer(
-        model.generator_parameters(), args.generator_learning_rate, model.config.saib_weight_decay
-    )
-    optimizers = [o for o in (encoder_optimizer, generator_optimizer) if o is not None]
+    optimizers, learning_rate = build_optimizers(model, args, global_batch)
     if checkpoint:  # another model's weights: a clear error now, not a wall of missing keys from load_state
         check_resume_checkpoint(checkpoint, model)
     model, *optimizers = accelerator.prepare(model, *optimizers)
@@ -299,7 +311,7 @@ def prepare_model(model, data: TrainingData, data_args, args, accelerator, check
     else:
         steps_per_epoch = math.ceil(len(data.loader) / args.gradient_accumulation_steps)
         max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
-    warmup = args.num_warmup_steps if args.num_warmup_steps is not None else int(0.05 * max_train_steps)
+    warmup = args.num_warmup_steps if args.num_warmup_steps is not None else default_warmup_steps(max_train_steps)
     # Not prepared: an AcceleratedScheduler would step once per process. Stepped once per optimizer step.
     scheduler = build_scheduler(args.lr_scheduler_type, optimizers[0].optimizer, warmup, max_train_steps)
     state = TrainingState()
@@ -516,9 +528,3 @@ def finish(training: Training, knn, checkpoints, accelerator):
     accelerator.wait_for_everyone()
     return final_knn, skipped
 
-
-def push(args, accelerator) -> int:
-    """Upload the release folder with --push_to_hub (main process); 1 when the upload failed (the output stays)."""
-    if not (args.push_to_hub and accelerator.is_main_process):
-        return 0
-    return push_release(args, say=logger.info)  # errors to stderr, as the other recipes' push

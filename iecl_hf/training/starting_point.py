@@ -1,11 +1,11 @@
-"""Where pretraining starts: a fresh model from the preset and flags, or an IE-CL checkpoint (`--model_name_or_path`).
+"""Where pretraining starts: a fresh model from the preset and flags, or an IE-CL checkpoint (`model_name_or_path`).
 
 A pretraining output (`IECLForPreTraining`) continues as a whole: encoder, heads, SAIB, power-iteration vectors.
 An encoder-only checkpoint (`IECLModel`) gives the encoder; the heads and SAIB are initialized as in a fresh model
 and the MoCo/BYOL momentum branch starts as a copy of the loaded encoder (`IECLForPreTraining.from_pretrained`).
 
-A fresh model's backbone may start from supervised weights instead of timm's init: `--backbone_pretrained` (timm's
-pretrained weights of `--backbone`, downloaded by timm) or `--backbone_checkpoint PATH` (a local timm folder, e.g.
+A fresh model's backbone may start from supervised weights instead of timm's init: `backbone_pretrained` (timm's
+pretrained weights of `backbone`, downloaded by timm) or `backbone_checkpoint` PATH (a local timm folder, e.g.
 written by recipes/export_timm.py, or a .safetensors file with timm's key names). They are loaded here, once, when
 the fresh model is built; `from_pretrained` never loads them (a checkpoint has its own weights). With a CIFAR stem
 the replaced first conv (`conv1`) starts fresh unless the checkpoint's `conv1` has its shape; the line this module
@@ -43,11 +43,11 @@ def pretraining_config(model_values: dict, model_name_or_path: str | None = None
     changed = [name for name in ENCODER_FIELDS if getattr(config, name) != getattr(checkpoint, name)]
     if changed:
         flags = ", ".join(
-            f"--{name} {getattr(config, name)!r} (checkpoint: {getattr(checkpoint, name)!r})" for name in changed
+            f"`{name}` {getattr(config, name)!r} (checkpoint: {getattr(checkpoint, name)!r})" for name in changed
         )
         raise ValueError(
-            f"--model_name_or_path {model_name_or_path!r} with {flags}: the checkpoint's weights are for its own "
-            "encoder. Drop these flags to continue from it, or drop --model_name_or_path to train this encoder "
+            f"`model_name_or_path` {model_name_or_path!r} with {flags}: the checkpoint's weights are for its own "
+            "encoder. Drop these flags to continue from it, or drop `model_name_or_path` to train this encoder "
             "from scratch."
         )
     weight_flags = [
@@ -56,11 +56,11 @@ def pretraining_config(model_values: dict, model_name_or_path: str | None = None
         if name in model_values and getattr(config, name) and getattr(config, name) != getattr(checkpoint, name)
     ]
     if weight_flags:
-        flags = " and ".join(f"--{name}" for name in weight_flags)
+        flags = " and ".join(f"`{name}`" for name in weight_flags)
         raise ValueError(
-            f"--model_name_or_path {model_name_or_path!r} with {flags}: the checkpoint's encoder has its own weights "
+            f"`model_name_or_path` {model_name_or_path!r} with {flags}: the checkpoint's encoder has its own weights "
             f"and they would replace these. Drop {flags} to continue from the checkpoint, or drop "
-            "--model_name_or_path to start a fresh model from these weights."
+            "`model_name_or_path` to start a fresh model from these weights."
         )
     return config
 
@@ -98,7 +98,7 @@ def pretraining_model(
     if not model_name_or_path:
         model = IECLForPreTraining(config)
         return model, "fresh weights" + start_backbone(model, config)
-    flag = f"--model_name_or_path {model_name_or_path!r}"
+    flag = f"`model_name_or_path` {model_name_or_path!r}"
     verbosity = transformers_logging.get_verbosity()
     transformers_logging.set_verbosity_error()  # its key-by-key load report: the line returned below says it shorter
     try:
@@ -109,7 +109,7 @@ def pretraining_model(
         raise ValueError(f"{flag}: its weights cannot be read ({error}).") from error
     finally:
         transformers_logging.set_verbosity(verbosity)
-    # A head of another size (e.g. --projection_dim) starts fresh; an encoder that does not fit is an error.
+    # A head of another size (e.g. `projection_dim`) starts fresh; an encoder that does not fit is an error.
     mismatched = [key for key, *_ in info["mismatched_keys"]]
     bad_encoder = [key for key in [*info["missing_keys"], *mismatched] if key.startswith("iecl.")]
     if bad_encoder:
@@ -131,7 +131,8 @@ def pretraining_model(
 def start_backbone(model: IECLForPreTraining, config: IECLConfig) -> str:
     """Load the starting weights `config.backbone_pretrained` / `config.backbone_checkpoint` name into a fresh model's
     backbone (and its MoCo/BYOL momentum copy). Returns '' without them, else '; backbone from ...' for the line
-    saying where the weights come from. Raises `ValueError` naming the flag when they cannot be read or do not fit."""
+    saying where the weights come from. Raises `ValueError` naming the argument when they cannot be read or do not
+    fit."""
     backbone = model.iecl.backbone
     if config.backbone_pretrained:
         backbone.load_state_dict(_timm_pretrained_backbone(config).state_dict())
@@ -143,7 +144,7 @@ def start_backbone(model: IECLForPreTraining, config: IECLConfig) -> str:
     elif config.backbone_checkpoint:
         path = config.backbone_checkpoint
         notes = _load_fitting(
-            backbone, _checkpoint_state_dict(path, config), config, f"--backbone_checkpoint {path!r}"
+            backbone, _checkpoint_state_dict(path, config), config, f"`backbone_checkpoint` {path!r}"
         )
         line = f"; backbone from {path}" + (f", {'; '.join(notes)}" if notes else "")
     else:
@@ -165,15 +166,15 @@ def _timm_pretrained_backbone(config: IECLConfig):
     except Exception as error:  # offline, Hub unreachable, no access, weights of another size, ...
         if isinstance(error, RuntimeError) and "size mismatch" in str(error):
             raise ValueError(
-                f"--backbone_pretrained: timm's pretrained weights of {config.backbone!r} do not fit this backbone: "
-                f"backbone_kwargs {config.backbone_kwargs} (from --preset or a flag) change its layer sizes. Pass "
-                "--backbone_kwargs '{}' or a full-width preset (--preset cifar, stl10 or imagenet), or start from "
-                "weights of this size with --backbone_checkpoint PATH."
+                f"`backbone_pretrained`: timm's pretrained weights of {config.backbone!r} do not fit this backbone: "
+                f"backbone_kwargs {config.backbone_kwargs} (from `preset` or a flag) change its layer sizes. Pass "
+                "`backbone_kwargs` '{}' or a full-width preset (`preset` cifar, stl10 or imagenet), or start from "
+                "weights of this size with `backbone_checkpoint` PATH."
             ) from error
         raise ValueError(
-            f"--backbone_pretrained: timm could not load its pretrained weights of {config.backbone!r} "
+            f"`backbone_pretrained`: timm could not load its pretrained weights of {config.backbone!r} "
             f"({type(error).__name__}: {_one_line(error)}). Offline, use a local copy instead: "
-            "--backbone_checkpoint PATH (a timm folder, e.g. written by recipes/export_timm.py, or a .safetensors "
+            "`backbone_checkpoint` PATH (a timm folder, e.g. written by recipes/export_timm.py, or a .safetensors "
             "file)."
         ) from error
 
@@ -183,9 +184,9 @@ def _checkpoint_state_dict(path: str, config: IECLConfig) -> dict:
     or of a .safetensors file. Safetensors only: nothing is unpickled."""
     from timm.models import load_state_dict, split_model_name_tag
 
-    flag = f"--backbone_checkpoint {path!r}"
+    flag = f"`backbone_checkpoint` {path!r}"
     iecl_hint = (
-        f"{flag} is an IE-CL checkpoint, not a timm one: continue from it with --model_name_or_path, or write its "
+        f"{flag} is an IE-CL checkpoint, not a timm one: continue from it with `model_name_or_path`, or write its "
         "encoder as a timm folder with recipes/export_timm.py."
     )
     if os.path.isfile(path) and path.endswith(".safetensors"):
@@ -219,7 +220,7 @@ def _checkpoint_state_dict(path: str, config: IECLConfig) -> dict:
     expected = split_model_name_tag(config.backbone)[0]
     if architecture != expected:
         raise ValueError(
-            f"{flag} holds a timm {architecture!r}, not the backbone {config.backbone!r}: pass --backbone "
+            f"{flag} holds a timm {architecture!r}, not the backbone {config.backbone!r}: pass `backbone` "
             f"{architecture} (with the backbone_kwargs it was trained with), or a checkpoint of {expected!r}."
         )
     return load_state_dict_from_path(path)

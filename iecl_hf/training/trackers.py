@@ -1,9 +1,9 @@
-"""Accelerate's trackers (`--report_to`): checked before training, named by `--run_name`, handed only values every
-tracker accepts, and continued by a resumed run.
+"""Accelerate's trackers (`report_to`): named by `run_name`, handed only values every tracker accepts, and continued
+by a resumed run.
 
 In the output folder, under logs/ (which the Hub upload leaves out):
     logs/RUN_NAME/PROJECT/    TensorBoard's event files (accelerate's TensorBoardTracker writes to logging_dir/PROJECT)
-    logs/tracker_run.json     the run's name and W&B id, which --resume_from_checkpoint reads back
+    logs/tracker_run.json     the run's name and W&B id, which a resumed run reads back
 """
 
 import json
@@ -19,25 +19,9 @@ SECRET_ARGUMENTS = ("hub_token",)  # trackers upload their config: the token sta
 
 
 def tracker_names(report_to: str) -> list[str] | None:
-    """`--report_to` ("tensorboard,wandb", "all", "none") as accelerate's `log_with`; None: no tracker."""
+    """`report_to` ("tensorboard,wandb", "all", "none") as accelerate's `log_with`; None: no tracker."""
     names = [name.strip() for name in report_to.split(",") if name.strip() and name.strip() != "none"]
     return names or None
-
-
-def check_tracking_args(report_to: str, run_name: str | None):
-    """Before anything runs: each tracker named is installed (accelerate would leave a missing one out without a
-    word), and the run name can be a folder name. Raises `ValueError` naming the flag."""
-    import accelerate.utils
-
-    for name in tracker_names(report_to) or []:
-        is_available = getattr(accelerate.utils, f"is_{name}_available", None)  # "all": whichever are installed
-        if is_available is not None and not is_available():
-            raise ValueError(
-                f"--report_to {name}: the {name} package is not installed; `pip install {name}`, or choose another "
-                "tracker (--report_to none turns tracking off)."
-            )
-    if run_name is not None and (run_name.strip() in ("", ".", "..") or re.search(r"[/\\]", run_name)):
-        raise ValueError(f"--run_name {run_name!r} names a folder under OUTPUT/logs: give one without '/' or '\\'.")
 
 
 def tracker_value(value):
@@ -87,7 +71,7 @@ class TrackerRun:
 
 
 def resolve_run(output_dir: str, run_name: str | None, resuming: bool) -> TrackerRun:
-    """The run's name (--run_name, else the resumed run's, else the output folder's name) and W&B id (the resumed
+    """The run's name (`run_name`, else the resumed run's, else the output folder's name) and W&B id (the resumed
     run's, else a new one: a name alone would make a fresh run in the same project continue an older one)."""
     stored = {}
     if resuming:
