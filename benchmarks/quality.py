@@ -56,8 +56,6 @@ BASELINE = ",".join(f"{name}={value}" for name, value in BASELINE_OVERRIDES.item
 
 
 RECIPE = "recipes/pretrain.py"
-# Programs that take the recipe's flags (the recipe with one part replaced, for a diagnostic).
-RECIPE_LIKE = (RECIPE, "benchmarks/recipe_lightly_views.py")
 
 
 class Variant(NamedTuple):
@@ -84,33 +82,9 @@ VARIANTS = {
     # lightly's SimCLR (benchmarks/lightly_simclr.py), same backbone, optimizer, schedule and budget: is our
     # baseline the standard SimCLR? Same seed, but not the same initial weights or views (another code path).
     "lightly_simclr": Variant("", "simclr", script="benchmarks/lightly_simclr.py"),
-    # lightly's SimCLR with our projection head (no BatchNorm on the projector's output): a diagnostic of the gap.
-    "lightly_simclr_iecl_head": Variant(
-        "", "simclr", ("--projection_head", "iecl"), script="benchmarks/lightly_simclr.py"
-    ),
-    # lightly's SimCLR with both views in one encoder batch (BatchNorm statistics over 2B, as ours): a diagnostic.
-    "lightly_simclr_joint_forward": Variant(
-        "", "simclr", ("--forward", "joint"), script="benchmarks/lightly_simclr.py"
-    ),
-    # lightly's loop with our batched views instead of lightly's per-image ones: with simclr_worker_views, tells
-    # whether the gap to lightly is in the views or in the loop.
-    "lightly_simclr_batched_views": Variant(
-        "", "lightly_simclr", ("--views", "batched"), script="benchmarks/lightly_simclr.py"
-    ),
     # SimCLR's projector without its output BatchNorm (the default until 2026-11-29), and IE-CL with it.
     "simclr_plain_head": Variant(f"projection_output_batchnorm=False,{BASELINE}", "simclr"),
     "iecl_plain_head": Variant("projection_output_batchnorm=False", "simclr_plain_head"),
-    # Our SimCLR with torchvision's per-image views in the loader workers instead of the batched ones: are the views'
-    # pixels (lightly's path is per image too) the rest of the gap to lightly? Same initial weights, other view draws.
-    "simclr_worker_views": Variant(BASELINE, "simclr", ("--augmentation", "workers")),
-    # Our SimCLR with lightly's per-image views (PIL operations) in the loader workers: against simclr_worker_views
-    # only the views' arithmetic differs (torchvision v2 on uint8 tensors there), against lightly_simclr the loop.
-    "simclr_lightly_views": Variant(
-        BASELINE, "simclr_worker_views", ("--augmentation", "workers"), script="benchmarks/recipe_lightly_views.py"
-    ),
-    # BatchNorm statistics per view (lightly's loop) instead of over both views: the rest of the gap to lightly.
-    "simclr_per_view_bn": Variant(f"batchnorm_per_view=True,{BASELINE}", "simclr"),
-    "iecl_per_view_bn": Variant("batchnorm_per_view=True", "simclr_per_view_bn"),
     "moco": Variant(f"framework=moco,{BASELINE}"),
     "moco_iecl": Variant("framework=moco", "moco"),
     # MoCo with Shuffle BN on one device (4 BatchNorm groups of 2B / 4 = 32 rows at batch 64), both sides.
@@ -197,7 +171,7 @@ def pretrain_command(args, spec, seed, pretrain_dir):
         "--max_train_samples": args.max_train_samples,
     }
     recipe_only = []
-    if variant.script in RECIPE_LIKE:
+    if variant.script == RECIPE:
         flags.update({"--knn_every_epochs": 0, "--logging_steps": 20})
         flags["--model_config_overrides"] = model_overrides(args, spec)
         recipe_only = ["--overwrite_output_dir"]
