@@ -297,3 +297,22 @@ def test_help_lists_every_flag(recipe, capsys):
     assert "--model_name_or_path" in printed and "--dataset_name" in printed and "--push_to_hub" in printed
     if recipe == "pretrain.py":
         assert "5% of the training steps" in printed and "--lambda_entropy" in printed
+
+
+def test_library_errors_name_parameters_and_the_recipe_names_its_flags():
+    """The library names a parameter in backticks; a recipe's main (`speaks_flags`) shows its flag instead, and
+    leaves other backticked words (code, commands) as they are."""
+    from iecl_hf.cli.errors import as_flags, speaks_flags
+    from iecl_hf.cli.pretrain import DataArguments
+
+    message = "`train_split` 'x' is not a split; see `save_to_disk`, or pass `image_column` NAME."
+    assert as_flags(message, {"train_split", "image_column"}) == (
+        "--train_split 'x' is not a split; see `save_to_disk`, or pass --image_column NAME."
+    )
+
+    @speaks_flags(DataArguments)
+    def main():
+        raise ValueError(message)
+
+    with pytest.raises(ValueError, match=r"^--train_split 'x' .*`save_to_disk`.* --image_column NAME\.$"):
+        main()

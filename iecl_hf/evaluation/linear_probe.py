@@ -370,7 +370,13 @@ def encoded_batches(encoder, dataloader):
 def make_optimizer(probe: nn.Module, name: str = "sgd", learning_rate: float | None = None, weight_decay: float = 0.0):
     """The probe's optimizer (`build_optimizer`: SGD momentum 0.9, AdamW, ...); without `learning_rate`, the probe's
     default for the optimizer (`PROBE_LEARNING_RATES`)."""
-    learning_rate = PROBE_LEARNING_RATES.get(name) if learning_rate is None else learning_rate
+    if learning_rate is None:
+        if name not in PROBE_LEARNING_RATES:
+            raise ValueError(
+                f"`optimizer` {name!r} has no default probe `learning_rate`; pass one, or use one of "
+                f"{', '.join(PROBE_LEARNING_RATES)}."
+            )
+        learning_rate = PROBE_LEARNING_RATES[name]
     return build_optimizer(name, probe, learning_rate, weight_decay)
 
 
