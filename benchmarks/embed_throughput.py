@@ -13,7 +13,7 @@ Three timings over the same images (the first --max_samples rows of --split), im
 - recipe: `recipes/embed.py`'s `main()` end to end, in this process (loading the encoder and the dataset, the
   embedding, the new column, `save_to_disk` into a temporary folder and the rename).
 Each is repeated --repeats times, the order rotating per repeat; the medians are printed with the ratios to the bare
-forward. Goal (issue 28): the recipe at >= 0.8x the bare forward over the 10k images of cifar10-small on the CPU.
+forward. Goal: the recipe at >= 0.8x the bare forward over the 10k images of cifar10-small on the CPU.
 The encoder is the checkpoint given, else a random-init encoder of the `cpu` preset (the default CPU pretraining
 model; the weights do not change the cost).
 """

@@ -1,4 +1,4 @@
-"""The batched on-device SimCLR views against torchvision's per-image transform built from the same spec (issue 11).
+"""The batched on-device SimCLR views against torchvision's per-image transform built from the same spec.
 
 Not against itself: the crop boxes are compared with torchvision's own sampler (`RandomResizedCrop.get_params`), the
 probabilities and jitter ranges with the values inside torchvision's transform objects, and the pixels, for fixed

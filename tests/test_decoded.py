@@ -1,4 +1,4 @@
-"""The decode-once data path (a memory-mapped uint8 array) gives the batches of the per-example path (issue 11)."""
+"""The decode-once data path (a memory-mapped uint8 array) gives the batches of the per-example path."""
 
 import pytest
 import torch

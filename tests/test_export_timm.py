@@ -1,5 +1,5 @@
 """`recipes/export_timm.py`: the encoder of an IE-CL checkpoint in timm's own folder layout, loaded by timm
-(`local-dir:`) and by transformers (`TimmWrapperModel`, no remote code) with the same features (issue 28, item 3).
+(`local-dir:`) and by transformers (`TimmWrapperModel`, no remote code) with the same features.
 No network: the Hub upload is patched."""
 
 import json

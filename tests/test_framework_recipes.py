@@ -1,4 +1,4 @@
-"""Issue 5 through the recipe: the ablation grid as config files, MoCo and BYOL trained by recipes/pretrain.py,
+"""The frameworks through the recipe: the ablation grid as config files, MoCo and BYOL trained by recipes/pretrain.py,
 and resume restoring the queue and the momentum target exactly."""
 
 import hashlib

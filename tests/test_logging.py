@@ -1,4 +1,4 @@
-"""The recipes' console output (issue 28, item 2): `--log_level` on every recipe, info to stdout and warnings to
+"""The recipes' console output: `--log_level` on every recipe, info to stdout and warnings to
 stderr through accelerate's logger, and progress bars on linear evaluation hidden at warning and above."""
 
 import logging

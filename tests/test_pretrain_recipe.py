@@ -1,6 +1,6 @@
 """recipes/pretrain.py end to end, small: two processes, push to the Hub (patched), bad input.
 
-The kill-and-resume tests (issue 3's resume test, and issue 7's stricter version) are in test_reliability.py.
+The kill-and-resume tests are in test_reliability.py.
 """
 
 import os

@@ -1,4 +1,4 @@
-"""A pretraining model loaded from an encoder-only checkpoint is initialized like a fresh one (issue 12)."""
+"""A pretraining model loaded from an encoder-only checkpoint is initialized like a fresh one."""
 
 import pytest
 import torch

@@ -1,5 +1,5 @@
 """`recipes/pretrain.py --model_name_or_path`: continue pretraining from an IE-CL checkpoint, a local folder or a Hub
-id (the download patched: no network), with the checkpoint's config and the command-line flags on top (issue 12)."""
+id (the download patched: no network), with the checkpoint's config and the command-line flags on top."""
 
 import json
 import shutil
@@ -252,7 +252,7 @@ def test_a_framework_flag_gives_the_new_frameworks_defaults_and_keeps_chosen_val
 
 
 # ---------------------------------------------------------------------------------------------- supervised starts
-# --backbone_pretrained / --backbone_checkpoint (issue 28, item 4): a fresh model's backbone starts from timm weights,
+# --backbone_pretrained / --backbone_checkpoint a fresh model's backbone starts from timm weights,
 # downloaded by name (patched here to serve a file written locally) or read from a local timm folder / safetensors.
 
 TIMM_ID = "timm/resnet18.a1_in1k"  # the weights timm.create_model("resnet18", pretrained=True) downloads

@@ -1,4 +1,4 @@
-"""ViT backbones (issue 28, item 5): `image_size` reaches timm's `img_size`, and a tiny ViT goes through everything a
+"""ViT backbones: `image_size` reaches timm's `img_size`, and a tiny ViT goes through everything a
 ResNet does: the pretraining forward and backward, save and load (`AutoModel` and `pipeline` with remote code, in a
 process without the package), the timm export, and the `vit_small` preset. No network."""
 

@@ -68,7 +68,7 @@ def pretraining_config(model_values: dict, model_name_or_path: str | None = None
 def _framework_defaults_to_resolve(saved: dict, model_values: dict) -> dict:
     """A flag that changes the framework (e.g. a MoCo checkpoint continued as SimCLR): the saved fields that hold the
     old framework's default (`FRAMEWORK_DEFAULTS`) are unset, so they resolve to the new framework's value. A saved
-    value that is not the old default was chosen, and is kept; a flag still wins over both."""
+    value that is not the old default was chosen, and is kept; a value given explicitly still wins over both."""
     old, new = saved.get("framework", "simclr"), model_values.get("framework")
     if new is None or new == old or old not in FRAMEWORK_DEFAULTS:
         return {}
@@ -79,8 +79,8 @@ def _framework_defaults_to_resolve(saved: dict, model_values: dict) -> dict:
     }
     if unset:
         logger.warning(
-            f"--framework {new} on a {old} checkpoint: {', '.join(unset)} take {new}'s defaults instead of the saved "
-            f"{old} ones (set them as flags to choose)."
+            f"framework={new} on a {old} checkpoint: {', '.join(unset)} take {new}'s defaults instead of the saved "
+            f"{old} ones (set them to choose)."
         )
     return unset
 
