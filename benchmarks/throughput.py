@@ -5,19 +5,20 @@
     python benchmarks/throughput.py --batch_sizes 64 --steps 5 --repeats 3
     python benchmarks/throughput.py --preset cifar --mixed_precision bf16 --channels_last --torch_compile  # GPU
 
-Variants, timed in interleaved repeats within one run (median reported), same backbone / projector / optimizer:
-- floor:     a minimal plain-PyTorch SimCLR step on pre-made view tensors (no input pipeline);
+Variants, timed in interleaved repeats within one run (median reported), same backbone / projector:
+- floor:     a minimal plain-PyTorch SimCLR step on pre-made view tensors (no input pipeline), by design: the speed
+             the library's step is measured against (SGD at the recipe's default learning rate and weight decay);
 - pipeline:  the recipe's input pipeline alone (loader decode + batched SimCLR augmentation of two views);
-- baseline:  iecl-hf SimCLR (`generator_architecture="none", encoder_spectral_norm=False, lambda_entropy=0, beta_kl=0`)
-             through the recipe's code path, input pipeline included;
-- iecl:      iecl-hf IE-CL (defaults: SAIB, entropy and KL terms, spectral-norm penalty) through the same path, with
-             SAIB's AdamW at `saib_weight_decay` and the `saib_logdet` monitor on one step in 10 (`--logging_steps`)
-             as in the recipe;
+- baseline:  iecl-hf SimCLR (`BASELINE_OVERRIDES`) through the recipe's own step (`PretrainingStep`), input pipeline
+             included, with the recipe's optimizers at its defaults (`build_optimizers`, `PretrainArguments`) and its
+             logging steps (the monitors on one step in `logging_steps`);
+- iecl:      iecl-hf IE-CL (defaults: SAIB, entropy and KL terms, spectral-norm penalty) through the same step;
 - lightly:   lightly's NTXentLoss + SimCLRProjectionHead + SimCLRTransform, in the loop style of lightly's examples
              (needs `pip install -e ".[bench]"`).
-Images/s counts source images per second (each gives two views). `--breakdown` also times the phases of each model
-variant's step (loading, augmentation, forward, backward, optimizer; medians over every timed step), which names
-where the baseline's extra time over the floor goes.
+Images/s counts source images per second (each gives two views). `--mixed_precision bf16` is Accelerate's, as in the
+recipe; `--channels_last` and `--torch_compile` are the recipe's speed options. `--breakdown` also profiles each model
+variant's steps (loading, augmentation, forward, backward, optimizer: the `record_function` labels of the step,
+read back from `torch.profiler`), which names where the baseline's extra time over the floor goes.
 """
 
 import argparse
@@ -27,14 +28,18 @@ import resource
 import statistics
 import sys
 import time
-from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from iecl_hf import BASELINE_OVERRIDES, IECLConfig, IECLForPreTraining  # noqa: E402
+from recipe_step import recipe_step, take_step  # noqa: E402
+from step_profile import label_times, profile_steps  # noqa: E402
+
+from iecl_hf import BASELINE_OVERRIDES, IECLConfig  # noqa: E402
+from iecl_hf.cli.pretrain import PretrainArguments  # noqa: E402
 from iecl_hf.data import (  # noqa: E402
     BatchedSimCLRAugmentation,
     detect_columns,
@@ -43,12 +48,9 @@ from iecl_hf.data import (  # noqa: E402
 from iecl_hf.data.training_data import training_examples, training_loader  # noqa: E402
 from iecl_hf.frameworks_iecl import ProjectionHead  # noqa: E402
 from iecl_hf.modeling_iecl import build_backbone  # noqa: E402
-from iecl_hf.training.arguments import PRESETS, PretrainArguments  # noqa: E402
-from iecl_hf.training.optim import build_generator_optimizer, build_optimizer  # noqa: E402
+from iecl_hf.optimization import build_optimizer, pretraining_learning_rate  # noqa: E402
+from iecl_hf.presets import PRESETS  # noqa: E402
 from iecl_hf.training.pretraining import apply_speed_options  # noqa: E402
-
-# The recipe computes the saib_logdet monitor on one step in --logging_steps (its default), as Recipe.step does.
-LOGGING_STEPS = PretrainArguments.__dataclass_fields__["logging_steps"].default
 
 
 def load_split(path, num_images):
@@ -63,18 +65,14 @@ def infinite(loader):
 
 
 class SpeedOptions:
-    """The recipe's speed options, applied the recipe's way: autocast (Accelerate's --mixed_precision bf16),
-    channels_last model and views, the encoder compiled in place (--torch_compile)."""
+    """The recipe's speed options, applied the recipe's way: Accelerate's mixed precision, channels_last model and
+    views, the encoder compiled in place (`apply_speed_options`)."""
 
     def __init__(self, mixed_precision="no", channels_last=False, torch_compile=False):
         self.mixed_precision, self.channels_last, self.torch_compile = mixed_precision, channels_last, torch_compile
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
-    def prepare(self, model, encoder):
-        apply_speed_options(model, encoder, channels_last=self.channels_last, torch_compile=self.torch_compile)
-
-    def views(self, *views):
-        return [v.contiguous(memory_format=self.memory_format) for v in views]
+    def prepare(self, model, encoder) -> torch.memory_format:
+        return apply_speed_options(model, encoder, channels_last=self.channels_last, torch_compile=self.torch_compile)
 
     def autocast(self, device):
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.mixed_precision == "bf16")
@@ -91,68 +89,54 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-class PhaseTimes:
-    """Seconds per phase of a step: `mark(name)` closes the phase that began at the previous mark (or `start`)."""
-
-    def __init__(self, device):
-        self.device, self.seconds, self.last = device, defaultdict(list), None
-
-    def start(self):
-        sync(self.device)
-        self.last = time.perf_counter()
-
-    def mark(self, name):
-        sync(self.device)
-        now = time.perf_counter()
-        self.seconds[name].append(now - self.last)
-        self.last = now
-
-    def medians_ms(self):
-        return {name: statistics.median(values) * 1000 for name, values in self.seconds.items()}
-
-
-PHASES = ("loading", "augmentation", "forward", "backward", "optimizer")
-
-
-def no_phases(name):
-    pass
+# The phases of a step: the labels of PretrainingStep (and of the other variants' steps below).
+PHASES = {
+    "loading": "bench/loading",
+    "augmentation": "step/views",
+    "forward": "step/forward",
+    "backward": "step/backward",
+    "optimizer": "step/optimizer",
+}
 
 
 class Floor:
-    """Plain PyTorch: backbone + projector + NT-Xent + SGD on pre-made tensors."""
+    """Plain PyTorch, by design: backbone + projector + NT-Xent + the optimizer on pre-made tensors, no library code
+    in the step. The optimizer is the recipe's at its defaults (`build_optimizer`: SGD at 0.3 x batch / 256, weight
+    decay 5e-4), so that the variants differ in their steps only."""
 
     def __init__(self, config, batch_size, device, options=None):
         self.device, self.options = device, options or SpeedOptions()
         self.backbone = build_backbone(config).to(device)
         self.projector = ProjectionHead.from_config(config, self.backbone.num_features).to(device)
-        self.options.prepare(self.backbone, self.backbone)
-        parameters = [*self.backbone.parameters(), *self.projector.parameters()]
-        self.optimizer = torch.optim.SGD(parameters, lr=0.01, momentum=0.9, weight_decay=5e-4)
-        (self.views,) = self.options.views(
-            torch.rand(2 * batch_size, 3, config.image_size, config.image_size, device=device)
-        )
+        memory_format = self.options.prepare(self.backbone, self.backbone)
+        defaults = PretrainArguments(per_device_train_batch_size=batch_size)
+        learning_rate = defaults.learning_rate or pretraining_learning_rate(defaults.optimizer, batch_size)
+        modules = torch.nn.ModuleList([self.backbone, self.projector])
+        self.optimizer = build_optimizer(defaults.optimizer, modules, learning_rate, defaults.weight_decay)
+        self.views = torch.rand(2 * batch_size, 3, config.image_size, config.image_size, device=device)
+        self.views = self.views.contiguous(memory_format=memory_format)
         self.batch_size, self.tau = batch_size, config.tau
 
-    def step(self, mark=no_phases):
-        with self.options.autocast(self.device):
-            z = F.normalize(self.projector(self.backbone(self.views)).float(), dim=1)
-        logits = z @ z.t() / self.tau
-        logits.fill_diagonal_(float("-inf"))
-        n = self.batch_size
-        targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(self.device)
-        loss = F.cross_entropy(logits, targets)
-        mark("forward")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        mark("backward")
-        self.optimizer.step()
-        mark("optimizer")
+    def step(self):
+        with record_function("step/forward"):
+            with self.options.autocast(self.device):
+                z = F.normalize(self.projector(self.backbone(self.views)).float(), dim=1)
+            logits = z @ z.t() / self.tau
+            logits.fill_diagonal_(float("-inf"))
+            n = self.batch_size
+            targets = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(self.device)
+            loss = F.cross_entropy(logits, targets)
+        with record_function("step/backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        with record_function("step/optimizer"):
+            self.optimizer.step()
         return self.batch_size
 
 
 class Recipe:
-    """The recipe's code path: its training data (the decoded uint8 array), batched augmentation on the device,
-    model, both optimizers."""
+    """The recipe's training data (the decoded uint8 array) and, unless `model=False`, its step (`recipe_step`): the
+    batched augmentation on the device, the model, both optimizers."""
 
     def __init__(self, config, split, batch_size, device, workers, model=True, options=None):
         dataset, collate = training_examples(split, detect_columns(split.features), config.image_size)
@@ -161,40 +145,23 @@ class Recipe:
         )
         self.augmentation = BatchedSimCLRAugmentation(config.image_size).to(device)
         self.device = device
-        self.model = IECLForPreTraining(config).to(device) if model else None
-        self.steps, self.options = 0, options or SpeedOptions()
-        if model:
-            self.options.prepare(self.model, self.model.iecl)
-            self.optimizers = [
-                o
-                for o in (
-                    build_optimizer("sgd", self.model, 0.01, 5e-4, exclude=self.model.generator_parameters()),
-                    build_generator_optimizer(self.model.generator_parameters(), 1e-3, config.saib_weight_decay),
-                )
-                if o
-            ]
+        options = options or SpeedOptions()
+        speed = {"mixed_precision": options.mixed_precision, "channels_last": options.channels_last,
+                 "torch_compile": options.torch_compile}  # fmt: skip
+        self.train_step = (
+            recipe_step(config, batch_size, device, augmentation=self.augmentation, **speed) if model else None
+        )
 
-    def step(self, mark=no_phases):
-        batch = next(self.batches)
-        images = batch["images"].to(self.device, non_blocking=True)
-        sizes = batch["image_sizes"].to(self.device, non_blocking=True)
-        mark("loading")
-        view_1, view_2 = self.augmentation(images, image_sizes=sizes), self.augmentation(images, image_sizes=sizes)
-        mark("augmentation")
-        if self.model is not None:
-            self.steps += 1
-            logging_step = self.steps % LOGGING_STEPS == 0
-            view_1, view_2 = self.options.views(view_1, view_2)
-            with self.options.autocast(self.device):
-                output = self.model(pixel_values=view_1, pixel_values_2=view_2, output_saib_logdet=logging_step)
-            mark("forward")
-            output.loss.backward()
-            mark("backward")
-            for optimizer in self.optimizers:
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            mark("optimizer")
-        return len(images)
+    def step(self):
+        with record_function("bench/loading"):
+            batch = next(self.batches)
+        if self.train_step is None:  # the input pipeline alone
+            images = batch["images"].to(self.device, non_blocking=True)
+            sizes = batch["image_sizes"].to(self.device, non_blocking=True)
+            self.augmentation(images, image_sizes=sizes), self.augmentation(images, image_sizes=sizes)
+            return len(images)
+        take_step(self.train_step, batch)
+        return len(batch["images"])
 
 
 class Lightly:
@@ -236,35 +203,34 @@ class Lightly:
         )
         self.device = device
 
-    def step(self, mark=no_phases):
-        (x0, x1), _ = next(self.batches)
-        x0, x1 = x0.to(self.device), x1.to(self.device)
-        mark("loading")  # its views are made in the loader: waiting for them is loading
-        z0, z1 = self.head(self.backbone(x0)), self.head(self.backbone(x1))
-        loss = self.criterion(z0, z1)
-        mark("forward")
-        loss.backward()
-        mark("backward")
-        self.optimizer.step()
-        self.optimizer.zero_grad()
-        mark("optimizer")
+    def step(self):
+        with record_function("bench/loading"):  # its views are made in the loader: waiting for them is loading
+            (x0, x1), _ = next(self.batches)
+            x0, x1 = x0.to(self.device), x1.to(self.device)
+        with record_function("step/forward"):
+            z0, z1 = self.head(self.backbone(x0)), self.head(self.backbone(x1))
+            loss = self.criterion(z0, z1)
+        with record_function("step/backward"):
+            loss.backward()
+        with record_function("step/optimizer"):
+            self.optimizer.step()
+            self.optimizer.zero_grad()
         return len(x0)
 
 
-def breakdown(runners, repeats, steps, device):
-    """Per-phase medians (ms) of each model variant's step, in interleaved repeats, as a markdown table."""
-    timed = {name: PhaseTimes(device) for name in runners if name != "pipeline"}
-    for _, name in itertools.product(range(repeats), list(timed)):
-        for _ in range(steps):
-            timed[name].start()
-            runners[name].step(timed[name].mark)
-    medians = {name: times.medians_ms() for name, times in timed.items()}
+def breakdown(runners, steps, device):
+    """Per-phase milliseconds of each model variant's step, from a profile of `steps` steps, as a markdown table."""
     lines = [
-        f"phases of a step (ms, median of {repeats * steps} steps; the floor has no loading or augmentation)",
+        f"phases of a step (ms per step, profile of {steps} steps; the floor has no loading or augmentation)",
         f"| variant | step | {' | '.join(PHASES)} |",
         f"|---|---|{'---|' * len(PHASES)}",
     ]
-    for name, values in medians.items():
+    for name, runner in runners.items():
+        if name == "pipeline":
+            continue
+        events = profile_steps(runner.step, steps, device)
+        times = {**label_times(events, "bench/", device), **label_times(events, "step/", device)}
+        values = {phase: times[label] / steps for phase, label in PHASES.items() if label in times}
         cells = " | ".join(f"{values[p]:.1f}" if p in values else "-" for p in PHASES)
         lines.append(f"| {name} | {sum(values.values()):.1f} | {cells} |")
     return "\n".join(lines)
@@ -281,12 +247,16 @@ def main():
     parser.add_argument("--variants", nargs="+", default=["floor", "pipeline", "baseline", "iecl", "lightly"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--mixed_precision", choices=["no", "bf16"], default="no", help="the recipe's speed options")
-    parser.add_argument("--channels_last", action="store_true")
+    parser.add_argument(
+        "--channels_last",
+        action="store_true",
+        help="the recipe's channels_last (model and views); compare with a run without",
+    )
     parser.add_argument("--torch_compile", action="store_true", help="floor, baseline and iecl: the encoder compiled")
     parser.add_argument(
         "--breakdown",
         action="store_true",
-        help="then time the phases of each model variant's step (separate repeats: the marks synchronize the device)",
+        help="then profile the phases of each model variant's step (separate steps: the profiler slows them a little)",
     )
     args = parser.parse_args()
     options = SpeedOptions(args.mixed_precision, args.channels_last, args.torch_compile)
@@ -347,7 +317,7 @@ def main():
             f"pipeline/baseline {ratio('pipeline', 'baseline')}"
         )
         if args.breakdown:
-            print(breakdown(runners, args.repeats, args.steps, device))
+            print(breakdown(runners, args.repeats * args.steps, device))
     print(f"\nprocess peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

@@ -336,12 +336,12 @@ class IECLForPreTraining(IECLPreTrainedModel):
                     loss = loss + config.spectral_norm_weight * spectral_penalty
         if output_saib_logdet is None:
             output_saib_logdet = self.training and output_monitors
+        output_saib_logdet = output_saib_logdet and self.view_generator is not None
         monitor = None
-        with record_function("iecl/monitors"), torch.no_grad():
-            if output_monitors:
-                entropy_anchor = self.query_entropy(anchor)
-            if self.view_generator is not None and output_saib_logdet:
-                monitor = saib_logdet(self.view_generator, pixel_values_2[:1].detach())
+        if output_monitors or output_saib_logdet:
+            with record_function("iecl/monitors"), torch.no_grad():
+                entropy_anchor = self.query_entropy(anchor) if output_monitors else None
+                monitor = saib_logdet(self.view_generator, pixel_values_2[:1].detach()) if output_saib_logdet else None
 
         output = IECLForPreTrainingOutput(
             loss=loss,
