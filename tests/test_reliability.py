@@ -238,8 +238,9 @@ def test_a_fresh_start_never_trains_over_an_unfinished_run(tmp_path):
     save_checkpoint(FakeAccelerator(), tmp_path, 4)
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "train_log.jsonl").write_text('{"step": 4}\n')
+    # The library names its parameters; the recipe turns them into flags (`speaks_flags`).
     with pytest.raises(
-        ValueError, match="unfinished run .*step_4.*--resume_from_checkpoint latest.*--overwrite_output_dir"
+        ValueError, match="unfinished run .*step_4.*`resume_from_checkpoint` latest.*`overwrite_output_dir`"
     ):
         prepare_output_for_fresh_start(tmp_path)
     assert checkpoint_entries(tmp_path) == ["step_4"]
@@ -248,9 +249,9 @@ def test_a_fresh_start_never_trains_over_an_unfinished_run(tmp_path):
     assert "finished earlier run" in prepare_output_for_fresh_start(tmp_path)
     assert checkpoint_entries(tmp_path) == [] and not (tmp_path / "logs" / "train_log.jsonl").exists()
     assert not (tmp_path / "train_results.json").exists()
-    # --overwrite_output_dir replaces an unfinished one.
+    # overwrite_output_dir replaces an unfinished one.
     save_checkpoint(FakeAccelerator(), tmp_path, 8)
-    assert "--overwrite_output_dir" in prepare_output_for_fresh_start(tmp_path, overwrite=True)
+    assert "`overwrite_output_dir`" in prepare_output_for_fresh_start(tmp_path, overwrite=True)
     assert checkpoint_entries(tmp_path) == []
 
 
