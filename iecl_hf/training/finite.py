@@ -10,8 +10,8 @@ import math
 import torch
 
 RESUME_ADVICE = (
-    "Resume from the last good checkpoint (resume_from_checkpoint='latest') with a lower learning_rate, or without "
-    "mixed precision (Accelerate's mixed_precision='no')."
+    "Resume with `resume_from_checkpoint` latest and a lower `learning_rate`, or without mixed precision "
+    "(Accelerate's `mixed_precision` no)."
 )
 
 
