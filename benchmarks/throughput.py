@@ -7,7 +7,7 @@
 
 Variants, timed in interleaved repeats within one run (median reported), same backbone / projector:
 - floor:     a minimal plain-PyTorch SimCLR step on pre-made view tensors (no input pipeline), by design: the speed
-             the library's step is measured against (SGD at the recipe's default learning rate and weight decay);
+             the library's step is measured against (with the recipe's optimizer at its defaults);
 - pipeline:  the recipe's input pipeline alone (loader decode + batched SimCLR augmentation of two views);
 - baseline:  iecl-hf SimCLR (`BASELINE_OVERRIDES`) through the recipe's own step (`PretrainingStep`), input pipeline
              included, with the recipe's optimizers at its defaults (`build_optimizers`, `PretrainArguments`) and its
