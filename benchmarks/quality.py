@@ -315,8 +315,10 @@ def mean_ci(values):
 
 
 def ci_text(differences):
-    """'+1.20 (+0.01 .. +2.39)': the mean paired difference and its 95% confidence interval."""
+    """'+1.20 (+0.01 .. +2.39)': the mean paired difference and its 95% confidence interval (none from one pair)."""
     mean, half = mean_ci(differences)
+    if len(differences) < 2:
+        return f"{mean:+.2f} (one pair: no interval)"
     return f"{mean:+.2f} ({mean - half:+.2f} .. {mean + half:+.2f})"
 
 
