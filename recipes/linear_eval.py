@@ -73,7 +73,7 @@ def main(argv=None) -> int:
 
     exit_code = 0
     if accelerator.is_main_process:
-        figures, train_top1, metric = score(probe, split_features, len(splits.label_names), args, accelerator)
+        figures, train_top1 = score(probe, split_features, len(splits.label_names), args, accelerator)
         log_to_trackers(accelerator, figures, train_top1, history)
         results = results_record(
             args,
@@ -83,7 +83,6 @@ def main(argv=None) -> int:
             encoder.config.image_size,
             figures,
             train_top1,
-            metric,
             history,
             accelerator.num_processes,
             started,

@@ -35,7 +35,7 @@ from iecl_hf.evaluation.linear_probe import (
     fit_linear_probe,
     prepare_eval_splits,
 )
-from iecl_hf.evaluation.metrics import AccuracyMetric
+from iecl_hf.evaluation.metrics import METRIC_SOURCE, TopKAccuracy, top_k_accuracy
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "linear_eval.py"
@@ -134,9 +134,7 @@ def test_results_are_consistent_with_the_cached_features(evaluation, checkpoint)
         "standardize": True,
         "augment": False,
     }
-    # Offline, evaluate cannot load its metric: one notice line, our own numbers.
-    assert results["metrics_source"] == "builtin"
-    assert sum("notice: evaluate.load('accuracy') is unavailable" in line for line in stdout.splitlines()) == 1
+    assert results["metrics_source"] == METRIC_SOURCE  # offline too: the metric is a class, not a Hub script
     train, test = cached(out, "train"), cached(out, "test")
     assert train["features"].shape == (400, 128) and test["features"].shape == (150, 128)
     for k in (20, 200):
@@ -240,49 +238,27 @@ def test_folded_head_equals_head_on_standardized_features():
         assert (standardized_logits.argmax(1) == labels).float().mean() > 0.8  # the probe did learn
 
 
-def test_evaluate_path_agrees_with_the_offline_fallback(recipe, evaluation, checkpoint, tmp_path, monkeypatch):
-    """`evaluate.load("accuracy")` patched to a real local evaluate metric: same figures as the offline run."""
-    import evaluate
-
-    metric_dir = tmp_path / "local_accuracy"
-    metric_dir.mkdir()
-    (metric_dir / "local_accuracy.py").write_text(
-        "import datasets\nimport evaluate\nfrom sklearn.metrics import accuracy_score\n\n\n"
-        "class LocalAccuracy(evaluate.Metric):\n"
-        "    def _info(self):\n"
-        "        return evaluate.MetricInfo(description='accuracy', citation='', inputs_description='', "
-        "features=datasets.Features(\n"
-        "            {'predictions': datasets.Value('int32'), 'references': datasets.Value('int32')}))\n\n"
-        "    def _compute(self, predictions, references):\n"
-        "        return {'accuracy': float(accuracy_score(references, predictions))}\n"
-    )
-    real_load, calls = evaluate.load, []
-
-    def load(name, *args, **kwargs):
-        calls.append(name)
-        return real_load(str(metric_dir))
-
-    monkeypatch.setattr(evaluate, "load", load)
-    through_evaluate = AccuracyMetric()
-    assert through_evaluate.source == "evaluate:accuracy" and through_evaluate.notice is None
-    builtin = AccuracyMetric(load=False)
+def test_top_k_accuracy_is_the_fraction_of_references_among_the_k_best_scores():
     generator = torch.Generator().manual_seed(0)
     scores, references = torch.randn(97, 10, generator=generator), torch.randint(0, 10, (97,), generator=generator)
-    assert through_evaluate.accuracy(scores.argmax(1), references) == pytest.approx(
-        builtin.accuracy(scores.argmax(1), references)
-    )
+    figures = top_k_accuracy(scores, references, (1, 3, 5))
     for k in (1, 3, 5):
         expected = (scores.topk(k, 1).indices == references[:, None]).any(1).float().mean().item()
-        assert through_evaluate.top_k_accuracy(scores, references, k) == pytest.approx(expected)
-        assert builtin.top_k_accuracy(scores, references, k) == pytest.approx(expected)
+        assert figures[f"top{k}"] == pytest.approx(expected)
+    assert figures["top1"] < figures["top3"] < figures["top5"]
+    with pytest.raises(ValueError, match="number of classes"):
+        top_k_accuracy(scores, references, (11,))
+    with pytest.raises(ValueError, match="empty"):
+        TopKAccuracy(keep_in_memory=True).compute(predictions=[], references=[])
 
-    out = copy_cache(evaluation, tmp_path / "out")
-    code, stdout = run(recipe, "--model_name_or_path", checkpoint, "--output_dir", out, *SMALL_RUN)
-    results = json.loads((out / "eval_results.json").read_text())
-    assert code == 0 and "accuracy" in calls and "is unavailable" not in stdout
-    assert results["metrics_source"] == "evaluate:accuracy"
-    assert results["features_from_cache"] == {"train": True, "test": True}
-    assert results["figures"] == pytest.approx(evaluation[1]["figures"])
+
+def test_top_k_accuracy_accumulates_batches_through_evaluate():
+    """`add_batch` over several batches (evaluate's accumulation, as across processes) gives the one-shot figure."""
+    ranked, references = [[0, 1], [2, 0], [1, 2], [1, 0]], [0, 0, 2, 0]
+    metric = TopKAccuracy(keep_in_memory=True)
+    metric.add_batch(predictions=ranked[:3], references=references[:3])
+    metric.add_batch(predictions=ranked[3:], references=references[3:])
+    assert metric.compute(top_k=(1, 2)) == {"top1": 0.25, "top2": 1.0}
 
 
 def test_random_init_floor(recipe, evaluation, checkpoint, tmp_path):

@@ -69,9 +69,6 @@ class LinearEvalArguments(
     )
     knn_temperature: float = option(0.07)
     embedding_2d: str = option("tsne", "features_2d.png method.", choices=EMBEDDING_METHODS)
-    accuracy_metric: str = option(
-        "accuracy", "Name or local path for evaluate.load (offline: our own identical code)."
-    )
     overwrite_cache: bool = option(False, "Extract features again even if OUT/features_cache has them.")
     seed: int = option(0)
     update_model_card: bool = option(False, "Also add the results to CKPT's README.md (a local folder).")

@@ -123,9 +123,8 @@ def render_linear_eval_card(results: dict, repo_id: str | None = None, *, comman
 
 
 def _metrics_source_text(source: str) -> str:
-    if source.startswith("evaluate:"):
-        return f"`evaluate.load({source.split(':', 1)[1]!r})`"
-    return "iecl_hf's own code (`evaluate` could not load its metric, e.g. offline; same definition)"
+    """'evaluate:pkg.module.Metric' -> the metric's class, computed through `evaluate`."""
+    return f"`evaluate` (metric `{source.split(':', 1)[-1]}`)"
 
 
 def update_model_card(folder: str, results: dict) -> ModelCard:

@@ -3,6 +3,8 @@
 import torch
 import torch.nn.functional as F
 
+from .metrics import top_k_accuracy
+
 
 @torch.no_grad()
 def weighted_knn_predict(
@@ -34,4 +36,4 @@ def knn_accuracy(
     """Top-1 accuracy (0-1) of the weighted kNN classifier."""
     num_classes = num_classes or int(max(train_labels.max(), test_labels.max()).item()) + 1
     scores = weighted_knn_predict(train_features, train_labels, test_features, num_classes, k, temperature)
-    return (scores.argmax(1).cpu() == test_labels.cpu()).float().mean().item()
+    return top_k_accuracy(scores, test_labels)["top1"]

@@ -35,7 +35,7 @@ from .linear_probe import (
     probe_augmentation,
     steps_per_epoch,
 )
-from .metrics import AccuracyMetric
+from .metrics import METRIC_SOURCE, top_k_accuracy
 from .plots import save_features_2d
 
 logger = get_logger(__name__)
@@ -175,24 +175,18 @@ def train_probe(encoder, image_processor, splits, split_features: SplitFeatures,
 
 
 def score(probe, split_features: SplitFeatures, num_classes: int, args, accelerator):
-    """(figures, linear train top-1, metric) on the test split: linear top-1 / top-5, weighted kNN top-1 per k."""
+    """(figures, linear train top-1) on the test split: linear top-1 / top-5, weighted kNN top-1 per k."""
     features, labels = split_features.features, split_features.labels
-    metric = AccuracyMetric(args.accuracy_metric)
-    if metric.notice:
-        logger.info(f"notice: {metric.notice}")
     with torch.no_grad():
-        test_logits = probe(features["test"])
-        train_predictions = probe(features["train"]).argmax(1)
-    figures = {
-        "linear_top1": metric.accuracy(test_logits.argmax(1), labels["test"]),
-        "linear_top5": metric.top_k_accuracy(test_logits, labels["test"], 5) if num_classes > 5 else None,
-    }
+        test_logits, train_logits = probe(features["test"]), probe(features["train"])
+    linear = top_k_accuracy(test_logits, labels["test"], (1, 5) if num_classes > 5 else (1,))
+    figures = {"linear_top1": linear["top1"], "linear_top5": linear.get("top5")}
     for k in args.knn_k:
         scores = weighted_knn_predict(
             features["train"], labels["train"], features["test"], num_classes, k, args.knn_temperature
         )
-        figures[f"knn_k{k}_top1"] = metric.accuracy(scores.argmax(1), labels["test"])
-    return figures, metric.accuracy(train_predictions, labels["train"]), metric
+        figures[f"knn_k{k}_top1"] = top_k_accuracy(scores, labels["test"])["top1"]
+    return figures, top_k_accuracy(train_logits, labels["train"])["top1"]
 
 
 def log_to_trackers(accelerator, figures: dict, train_top1: float, history: list):
@@ -212,7 +206,6 @@ def results_record(
     image_size,
     figures,
     train_top1,
-    metric,
     history,
     num_processes,
     started,
@@ -272,7 +265,7 @@ def results_record(
         "figures": figures,
         "linear_train_top1": train_top1,
         "probe_final_loss": history[-1] if history else None,
-        "metrics_source": metric.source,
+        "metrics_source": METRIC_SOURCE,
         "seed": args.seed,
         "num_features": int(features["train"].shape[1]),
         "image_size": image_size,

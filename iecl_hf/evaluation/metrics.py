@@ -1,76 +1,70 @@
-"""Accuracy through `evaluate` where its metric loads; offline, the same numbers from our own code.
+"""Top-k accuracy as an `evaluate` metric: every accuracy the package reports (the linear probe's top-1 and top-5, the
+weighted kNN's top-1, online during pretraining and offline in `recipes/linear_eval.py`) is computed by
+`TopKAccuracy.compute`.
 
-`evaluate.load("accuracy")` fetches the metric script from the Hub. Offline it fails with a misleading
-"Couldn't find a module script" error, so `AccuracyMetric` falls back to its own (identical) definition,
-the mean of `prediction == reference`, and says so in one line (`notice`). A local copy of the metric
-(`evaluate.load("path/to/accuracy")`) works offline too.
+The metric is a class in the package rather than a script that `evaluate.load` fetches from the Hub, so it computes
+the same figures with or without a network.
 """
 
+import datasets
+import evaluate
 import numpy as np
 import torch
 
+# How eval_results.json and the model card name the metric that computed the figures.
+METRIC_SOURCE = "evaluate:iecl_hf.evaluation.metrics.TopKAccuracy"
 
-class AccuracyMetric:
-    """Top-1 and top-k accuracy (fractions in [0, 1]) of predictions against references.
+_DESCRIPTION = "Fraction of the references found among the k best-ranked predicted classes, for each requested k."
+_INPUTS = """
+Args:
+    predictions (`list` of `list` of `int`): per example, class indices ranked best first (at least max(top_k)).
+    references (`list` of `int`): the true class of each example.
+    top_k (`tuple` of `int`, defaults to `(1,)`): the k of each reported accuracy.
+Returns:
+    `{"top1": float, ...}`: one accuracy in [0, 1] per k.
+"""
 
-    `source` says where the numbers come from: `"evaluate:<name>"` or `"builtin"`; `notice` is the one-line
-    explanation of a fallback (None when `evaluate` loaded).
+
+class TopKAccuracy(evaluate.Metric):
+    """Top-k accuracy from ranked predictions.
 
     Example:
-        >>> metric = AccuracyMetric(load=False)
-        >>> metric.accuracy([0, 1, 2, 2], [0, 1, 1, 2])
-        0.75
+        >>> metric = TopKAccuracy(keep_in_memory=True)
+        >>> metric.compute(predictions=[[0, 1], [2, 0], [1, 2], [1, 0]], references=[0, 0, 2, 0], top_k=(1, 2))
+        {'top1': 0.25, 'top2': 1.0}
     """
 
-    def __init__(self, name_or_path: str = "accuracy", load: bool = True):
-        self.metric, self.source, self.notice = None, "builtin", None
-        if not load:
-            return
-        try:
-            import evaluate
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation="",
+            inputs_description=_INPUTS,
+            features=datasets.Features(
+                {"predictions": datasets.Sequence(datasets.Value("int64")), "references": datasets.Value("int64")}
+            ),
+        )
 
-            self.metric = evaluate.load(name_or_path)
-            self.source = f"evaluate:{name_or_path}"
-        except Exception as error:  # offline (FileNotFoundError), missing dependency, broken cache, ...
-            first_line = str(error).splitlines()[0] if str(error) else ""
-            self.notice = (
-                f"evaluate.load({name_or_path!r}) is unavailable ({type(error).__name__}: {first_line}); "
-                "the accuracies "
-                "below come from iecl_hf's own code, with the same definition (mean of prediction == reference)."
-            )
-
-    def accuracy(self, predictions, references) -> float:
-        predictions, references = _as_int_array(predictions), _as_int_array(references)
-        if len(predictions) != len(references):
-            raise ValueError(f"{len(predictions)} predictions for {len(references)} references.")
+    def _compute(self, predictions, references, top_k=(1,)):
         if len(references) == 0:
             raise ValueError("Accuracy of an empty set of references is undefined.")
-        if self.metric is not None:
-            return float(
-                self.metric.compute(predictions=predictions.tolist(), references=references.tolist())["accuracy"]
-            )
-        return float((predictions == references).mean())
-
-    def top_k_accuracy(self, scores, references, k: int) -> float:
-        """Fraction of references among the k highest scores (k <= number of classes).
-
-        Expressed as predictions for the accuracy metric: the reference where it is in the top k, else the top-1
-        class, so both sources compute the same figure.
-        """
-        scores = torch.as_tensor(scores).detach().cpu()
-        references = torch.as_tensor(_as_int_array(references))
-        if not 1 <= k <= scores.shape[1]:
-            raise ValueError(f"top-{k} accuracy needs 1 <= k <= number of classes ({scores.shape[1]}).")
-        top_k = scores.topk(k, dim=1).indices
-        hit = (top_k == references[:, None]).any(dim=1)
-        predictions = torch.where(hit, references, top_k[:, 0])
-        return self.accuracy(predictions, references)
+        ranked, references = np.asarray(predictions, dtype=np.int64), np.asarray(references, dtype=np.int64)
+        if ranked.ndim != 2 or ranked.shape[1] < max(top_k):
+            raise ValueError(f"top-{max(top_k)} accuracy needs at least {max(top_k)} ranked classes per prediction.")
+        hits = ranked == references[:, None]
+        return {f"top{k}": float(hits[:, :k].any(axis=1).mean()) for k in top_k}
 
 
-def _as_int_array(values) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    return np.asarray(values).astype(np.int64).reshape(-1)
+def top_k_accuracy(scores, references, top_k=(1,)) -> dict:
+    """`TopKAccuracy` of class scores (N, num_classes) against references (N,): `{"top1": ..., "top5": ...}`."""
+    scores = torch.as_tensor(scores).detach().float().cpu()
+    references = torch.as_tensor(references).detach().cpu().reshape(-1)
+    if scores.ndim != 2 or len(scores) != len(references):
+        raise ValueError(f"scores of shape {tuple(scores.shape)} for {len(references)} references.")
+    if not 1 <= max(top_k) <= scores.shape[1]:
+        raise ValueError(f"top-{max(top_k)} accuracy needs 1 <= k <= number of classes ({scores.shape[1]}).")
+    ranked = scores.topk(max(top_k), dim=1).indices
+    metric = TopKAccuracy(keep_in_memory=True)
+    return metric.compute(predictions=ranked.tolist(), references=references.tolist(), top_k=tuple(top_k))
 
 
-__all__ = ["AccuracyMetric"]
+__all__ = ["METRIC_SOURCE", "TopKAccuracy", "top_k_accuracy"]
