@@ -527,4 +527,3 @@ def finish(training: Training, knn, checkpoints, accelerator):
         logger.warning(f"skipped {skipped} images that could not be decoded.")
     accelerator.wait_for_everyone()
     return final_knn, skipped
-
