@@ -79,6 +79,28 @@ def subprocess_env(**extra) -> dict:
     return env
 
 
+def run_without_the_package(script: str, *args, directory: Path, **extra_env) -> subprocess.CompletedProcess:
+    """`python -c script *args` in `directory`, offline, with no PYTHONPATH (the saved remote code alone, not this
+    checkout's iecl_hf) and the Hub and remote-code caches inside `directory`."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_HOME=str(directory / "hf_home"),
+        HF_MODULES_CACHE=str(directory / "hf_modules"),  # the copied remote code lands here, not in ~/.cache
+        TRANSFORMERS_VERBOSITY="error",
+    )
+    env.update({key: str(value) for key, value in extra_env.items()})
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def load_script(path: Path, name: str):
     """Import a recipe file as a module (recipes/ is not a package)."""
     if name in sys.modules:

@@ -1,14 +1,11 @@
 """A pretraining checkpoint loads as the encoder in a fresh process where `iecl_hf` cannot be imported."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
-from helpers import REMOTE_CODE_FILES
+from helpers import REMOTE_CODE_FILES, run_without_the_package
 from safetensors.torch import load_file
 
 from iecl_hf import IECLConfig, IECLForImageClassification, IECLForPreTraining, IECLModel, build_image_processor
@@ -94,22 +91,7 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fresh_process_report(checkpoint):
     directory = checkpoint[0]
-    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH",)}
-    env.update(
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        HF_HOME=str(directory / "hf_home"),
-        HF_MODULES_CACHE=str(directory / "hf_modules"),  # the copied remote code lands here, not in ~/.cache
-        TRANSFORMERS_VERBOSITY="error",
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, str(directory / "checkpoint")],
-        cwd=directory,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_without_the_package(FRESH_PROCESS, directory / "checkpoint", directory=directory)
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads((directory / "report.json").read_text())
 

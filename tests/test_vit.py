@@ -3,14 +3,11 @@ ResNet does: the pretraining forward and backward, save and load (`AutoModel` an
 process without the package), the timm export, and the `vit_small` preset. No network."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
-from helpers import REPO, block_network, load_script, single_thread
+from helpers import REPO, block_network, load_script, run_without_the_package, single_thread
 from safetensors.torch import save_file
 
 from iecl_hf import IECLConfig, IECLForPreTraining, IECLModel, build_image_processor
@@ -164,23 +161,7 @@ def test_save_then_automodel_and_pipeline_load_in_a_process_without_the_package(
     folder, model, pixel_values, features = checkpoint
     directory = folder.parent
     torch.save(pixel_values, directory / "pixel_values.pt")
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env.update(
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        HF_HOME=str(directory / "hf_home"),
-        HF_MODULES_CACHE=str(directory / "hf_modules"),
-        TRANSFORMERS_VERBOSITY="error",
-        OMP_NUM_THREADS="1",
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, str(folder)],
-        cwd=directory,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_without_the_package(FRESH_PROCESS, folder, directory=directory, OMP_NUM_THREADS=1)
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads((directory / "report.json").read_text())
     assert report["model_class"] == "IECLModel" and "iecl_hf" not in report["model_module"]
