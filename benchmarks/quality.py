@@ -3,7 +3,7 @@
 
     python benchmarks/quality.py --quick                          # minutes: a smoke test of the whole pipeline
     python benchmarks/quality.py --seeds 0 1 2                    # CPU protocol on the validation split
-    python benchmarks/quality.py --variants simclr simclr:tau=0.1 coding_rate_only iecl --reference simclr:tau=0.1
+    python benchmarks/quality.py --variants simclr simclr:tau=0.2 coding_rate_only iecl --reference simclr
     python benchmarks/quality.py --protocol test --seeds 100 101 102 103 104   # final figures only: the test split
     python benchmarks/quality.py --variants simclr generation_only preservation_only --seeds 0 1 2   # ablation cells
     python benchmarks/quality.py --variants iecl --seeds 0 1 2 --base_overrides lambda_entropy=3.0 \

@@ -88,7 +88,7 @@ def test_zero_weights_are_allowed():
 def test_defaults():
     config = IECLConfig()
     assert (config.backbone, config.stem, config.framework, config.image_size) == ("resnet18", "cifar", "simclr", 32)
-    assert config.tau == 0.2
+    assert config.tau == 0.1  # SimCLR's; MoCo's: tests/test_frameworks.py
     assert config.generator_architecture == "saib"
     assert (config.saib_patch_size, config.saib_dim, config.saib_expansion, config.saib_weight_decay) == (
         4,

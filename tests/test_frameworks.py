@@ -276,17 +276,19 @@ def test_projection_output_batchnorm_normalizes_the_projections_of_every_framewo
 
 
 @pytest.mark.parametrize(
-    "framework, output_batchnorm", [("simclr", True), ("moco", False), ("byol", False), ("simsiam", True)]
+    "framework, output_batchnorm, tau",
+    [("simclr", True, 0.1), ("moco", False, 0.2), ("byol", False, 0.2), ("simsiam", True, 0.2)],
 )
-def test_an_unset_projector_batchnorm_takes_the_frameworks_measured_value(framework, output_batchnorm, tmp_path):
+def test_unset_fields_take_the_frameworks_measured_values(framework, output_batchnorm, tau, tmp_path):
     config = IECLConfig(**TINY, framework=framework)
-    assert config.projection_output_batchnorm is output_batchnorm
+    assert config.projection_output_batchnorm is output_batchnorm and config.tau == tau
     model = IECLForPreTraining(config)
     assert isinstance(model.head.projector.layers[-1], torch.nn.BatchNorm1d) is output_batchnorm
     config.save_pretrained(tmp_path)  # the resolved values are saved: a later default cannot change a saved model
     saved = json.load(open(tmp_path / "config.json"))
-    assert saved["projection_output_batchnorm"] is output_batchnorm
-    explicit = IECLConfig(**TINY, framework=framework, projection_output_batchnorm=not output_batchnorm)
+    assert saved["projection_output_batchnorm"] is output_batchnorm and saved["tau"] == tau
+    explicit = IECLConfig(**TINY, framework=framework, projection_output_batchnorm=not output_batchnorm, tau=0.5)
+    assert explicit.tau == 0.5
     assert explicit.projection_output_batchnorm is (not output_batchnorm)  # a set value wins
 
 
