@@ -26,6 +26,7 @@ FRAMEWORK_DEFAULTS = {
 # comparison in BENCHMARKS.md. The terms are still computed as monitors; they no longer reach the loss.
 BASELINE_OVERRIDES = {
     "generator_architecture": "none",
+    "lambda_saib_logdet": 0,
     "encoder_spectral_norm": False,
     "lambda_entropy": 0,
     "beta_kl": 0,
@@ -132,6 +133,11 @@ class IECLConfig(PretrainedConfig):
             Channel expansion of SAIB's 1x1 -> 3x3 -> 1x1 stack.
         saib_weight_decay (`float`, *optional*, defaults to 0.01):
             `gamma R(g_phi)`: decoupled weight decay of SAIB's optimizer (AdamW).
+        lambda_saib_logdet (`float`, *optional*, defaults to 0.0):
+            Weight of `-E log|det J_SAIB|`, SAIB's own entropy increment (the quantity of the paper's title: for an
+            invertible map, `H(SAIB(X)) = H(X) + E log|det J|`), estimated each step from the Jacobian blocks of single
+            patches of `SAIB_LOGDET_IMAGES` query images (`saib_iecl.saib_logdet`). It reaches SAIB only, in every
+            `saib_stance`. 0: off (the paper's objective has no such term; `saib_logdet` stays a monitor).
         lambda_entropy (`float`, *optional*, defaults to 1.0):
             Weight of `-H(Z')`, the entropy of the query projections, in the objective. On SimCLR 1.0 beat 0.1, 0.3
             and 3.0; on MoCo and BYOL it beat 0.1 (BENCHMARKS.md).
@@ -169,7 +175,7 @@ class IECLConfig(PretrainedConfig):
         batchnorm_per_view=False, tau=None,
         # generation: SAIB on the query view
         generator_architecture="saib", saib_stance="cooperative", saib_patch_size=4, saib_dim=64, saib_expansion=2,
-        saib_weight_decay=0.01,
+        saib_weight_decay=0.01, lambda_saib_logdet=0.0,
         # the query-entropy and KL terms
         lambda_entropy=1.0, entropy_estimator="coding_rate", coding_rate_epsilon=0.5,
         beta_kl=0.1, kl_covariance="diagonal", covariance_ridge=1e-3,
@@ -206,6 +212,7 @@ class IECLConfig(PretrainedConfig):
         self.saib_dim = saib_dim
         self.saib_expansion = saib_expansion
         self.saib_weight_decay = saib_weight_decay
+        self.lambda_saib_logdet = lambda_saib_logdet
         self.lambda_entropy = lambda_entropy
         self.entropy_estimator = entropy_estimator
         self.coding_rate_epsilon = coding_rate_epsilon
@@ -265,8 +272,20 @@ class IECLConfig(PretrainedConfig):
             )
         for name in ("tau", "coding_rate_epsilon", "covariance_ridge"):
             _check_positive(name, getattr(self, name))
-        for name in ("lambda_entropy", "beta_kl", "saib_weight_decay", "spectral_norm_weight", "classifier_dropout"):
+        for name in (
+            "lambda_entropy",
+            "beta_kl",
+            "saib_weight_decay",
+            "lambda_saib_logdet",
+            "spectral_norm_weight",
+            "classifier_dropout",
+        ):
             _check_positive(name, getattr(self, name), allow_zero=True)
+        if self.lambda_saib_logdet > 0 and self.generator_architecture == "none":
+            raise ValueError(
+                f"IECLConfig.lambda_saib_logdet={self.lambda_saib_logdet!r} weighs SAIB's entropy increment, but "
+                "generator_architecture='none' has no SAIB; set generator_architecture='saib' or lambda_saib_logdet=0."
+            )
         if not (isinstance(self.momentum_base, (int, float)) and 0 <= self.momentum_base < 1):
             raise ValueError(f"IECLConfig.momentum_base must be in [0, 1), got {self.momentum_base!r}.")
         if self.classifier_dropout >= 1:

@@ -19,7 +19,7 @@ from .configuration_iecl import SAIB_STANCES, IECLConfig
 from .distributed_iecl import gather_with_grad
 from .entropy_iecl import QueryEntropy, gaussian_kl
 from .frameworks_iecl import FRAMEWORK_HEADS, MoCoHead, batchnorm_groups, mark_owned, run_views
-from .saib_iecl import SAIB, saib_logdet
+from .saib_iecl import SAIB, SAIB_LOGDET_IMAGES, saib_logdet
 from .spectral_iecl import EncoderSpectralPenalty
 
 
@@ -163,7 +163,8 @@ class IECLForPreTrainingOutput(ModelOutput):
 
     Args:
         loss: the IE-CL objective `L = L_base + beta_kl KL - lambda_entropy H(Z') + spectral_norm_weight L_spectral`
-            (SAIB takes `L_base`'s gradient as `config.saib_stance` says).
+            (SAIB takes `L_base`'s gradient as `config.saib_stance` says), `- lambda_saib_logdet E log|det J|` when
+            that weight is set.
         base_loss: the framework's loss `L_base` (NT-Xent for SimCLR, InfoNCE with a queue for MoCo,
             BYOL's regression).
         entropy_query: `H(Z')`, the entropy of the query projections (nats per dimension, the configured estimator).
@@ -171,8 +172,9 @@ class IECLForPreTrainingOutput(ModelOutput):
         kl_loss: `KL(p_phi || q)` of the query projections to the anchor projections (nats per dimension).
         spectral_penalty: `L_spectral = mean_l relu(sigma_l - 1)^2` (0 when `encoder_spectral_norm=False`).
         spectral_norm_max: the largest layer spectral norm of the backbone (a monitor).
-        saib_logdet: a monitor of SAIB's entropy increment `E log|det J|` (patch Jacobian blocks of one image;
-            training mode only).
+        saib_logdet: SAIB's entropy increment `E log|det J|` (patch Jacobian blocks): the loss's term, on
+            `SAIB_LOGDET_IMAGES` query images, when `lambda_saib_logdet > 0`; else a monitor on one image (training
+            mode only).
         pooler_output: pooled features of the two encoded views, `(2B, C)` (anchor view, then query view).
     """
 
@@ -284,7 +286,7 @@ class IECLForPreTraining(IECLPreTrainedModel):
         are None. `output_saib_logdet` (default: in training mode, with `output_monitors`) computes the
         `saib_logdet` monitor (about a SAIB forward on 3 p^2 images). The recipe asks for both on logging steps
         only. The parts run under `torch.profiler.record_function` labels (`iecl/saib`, `iecl/backbone`,
-        `iecl/base_loss`, `iecl/entropy`, `iecl/kl`, `iecl/spectral`, `iecl/monitors`), which
+        `iecl/base_loss`, `iecl/entropy`, `iecl/kl`, `iecl/spectral`, `iecl/saib_logdet`, `iecl/monitors`), which
         benchmarks/step_overhead.py reads back from a profile.
         """
         config = self.config
@@ -334,14 +336,20 @@ class IECLForPreTraining(IECLPreTrainedModel):
                 spectral_penalty, spectral_norm_max = self.spectral_penalty(self.iecl.backbone, update=self.training)
                 if config.spectral_norm_weight > 0:
                     loss = loss + config.spectral_norm_weight * spectral_penalty
+        logdet = None
+        if config.lambda_saib_logdet > 0 and self.view_generator is not None:
+            with record_function("iecl/saib_logdet"):  # gradient to SAIB only: the images are data
+                logdet = saib_logdet(self.view_generator, pixel_values_2[:SAIB_LOGDET_IMAGES].detach())
+            loss = loss - config.lambda_saib_logdet * logdet
         if output_saib_logdet is None:
             output_saib_logdet = self.training and output_monitors
-        output_saib_logdet = output_saib_logdet and self.view_generator is not None
-        monitor = None
+        output_saib_logdet = output_saib_logdet and self.view_generator is not None and logdet is None
+        monitor = detached(logdet)
         if output_monitors or output_saib_logdet:
             with record_function("iecl/monitors"), torch.no_grad():
                 entropy_anchor = self.query_entropy(anchor) if output_monitors else None
-                monitor = saib_logdet(self.view_generator, pixel_values_2[:1].detach()) if output_saib_logdet else None
+                if output_saib_logdet:
+                    monitor = saib_logdet(self.view_generator, pixel_values_2[:1].detach())
 
         output = IECLForPreTrainingOutput(
             loss=loss,

@@ -22,6 +22,9 @@ from .random_iecl import own_random_stream
 # SAIB's initial weights come from their own random stream: switching SAIB on does not shift the draws of the
 # encoder, the head or the augmentations (paired comparisons, BENCHMARKS.md).
 SAIB_SEED_OFFSET = 7919
+# Query images per step on which the `lambda_saib_logdet` term estimates SAIB's entropy increment (each costs about a
+# SAIB forward on 3 p^2 images; the monitor alone reads one image).
+SAIB_LOGDET_IMAGES = 4
 
 
 class SAIB(nn.Module):
@@ -65,29 +68,30 @@ class SAIB(nn.Module):
         return images + self.restore(patches)
 
 
-@torch.no_grad()
-def saib_logdet(saib: SAIB, image: torch.Tensor) -> torch.Tensor:
-    """Monitor of SAIB's entropy increment E log|det J|, from the Jacobian blocks of single patches.
+def saib_logdet(saib: SAIB, images: torch.Tensor) -> torch.Tensor:
+    """SAIB's entropy increment E log|det J|, from the Jacobian blocks of single patches; differentiable in SAIB's
+    parameters (the `lambda_saib_logdet` term), and a monitor under `torch.no_grad()`.
 
     For the patches of every other row and column of the patch grid, the exact Jacobian of the output patch with
     respect to its own input patch (3 p^2 x 3 p^2), holding the other patches fixed; the mean log|det| over those
-    patches. The 3x3 conv couples neighbouring patches only, and no two chosen patches are neighbours, so one
-    forward-mode pass per input coordinate gives all chosen blocks at once. `image`: (1, 3, H, W).
+    patches of every image. The 3x3 conv couples neighbouring patches only, and no two chosen patches are
+    neighbours, so one forward-mode pass per input coordinate gives all chosen blocks of all images at once.
+    `images`: (N, 3, H, W).
     """
     p = saib.patch_size
-    _, c, h, w = image.shape
+    n, c, h, w = images.shape
     size = c * p * p
-    tangents = torch.zeros(size, c, h, w, device=image.device, dtype=image.dtype)
+    tangents = torch.zeros(size, 1, c, h, w, device=images.device, dtype=images.dtype)
     # Coordinate k of the patch (channel, row, column) set to 1 inside every chosen patch.
-    grid = torch.zeros(c, p, p, device=image.device, dtype=image.dtype)
-    chosen = torch.zeros(h // p, w // p, dtype=torch.bool, device=image.device)
+    grid = torch.zeros(c, p, p, device=images.device, dtype=images.dtype)
+    chosen = torch.zeros(h // p, w // p, dtype=torch.bool, device=images.device)
     chosen[::2, ::2] = True
     mask = chosen.repeat_interleave(p, 0).repeat_interleave(p, 1)
     for k in range(size):
         grid.zero_().view(-1)[k] = 1
-        tangents[k] = grid.repeat(1, h // p, w // p) * mask
-    _, outputs = torch.func.vmap(lambda t: torch.func.jvp(saib, (image,), (t.unsqueeze(0),)))(tangents)
-    # outputs: (size, 1, c, H, W); block of patch (i, j): rows = output coordinates, columns = tangent index k.
-    blocks = outputs[:, 0].reshape(size, c, h // p, p, w // p, p).permute(2, 4, 1, 3, 5, 0)
-    blocks = blocks[chosen].reshape(-1, size, size)
+        tangents[k, 0] = grid.repeat(1, h // p, w // p) * mask
+    _, outputs = torch.func.vmap(lambda t: torch.func.jvp(saib, (images,), (t.expand(n, -1, -1, -1),)))(tangents)
+    # outputs: (size, N, c, H, W); block of patch (i, j): rows = output coordinates, columns = tangent index k.
+    blocks = outputs.reshape(size, n, c, h // p, p, w // p, p).permute(1, 3, 5, 2, 4, 6, 0)
+    blocks = blocks[:, chosen].reshape(-1, size, size)
     return torch.linalg.slogdet(blocks.float())[1].mean()

@@ -9,7 +9,7 @@ import torch
 from helpers import TINY_MODEL as TINY
 
 from iecl_hf import IECLConfig, IECLForPreTraining
-from iecl_hf.saib_iecl import SAIB, saib_logdet
+from iecl_hf.saib_iecl import SAIB, SAIB_LOGDET_IMAGES, saib_logdet
 
 
 def perturbed(image_size=16, patch_size=4, dim=8, expansion=2, std=0.3, seed=0):
@@ -110,6 +110,67 @@ def test_forward_reports_the_logdet_monitor_in_training_only():
     assert output.saib_logdet != 0
     model.eval()
     assert model(v1, v2).saib_logdet is None
+
+
+def test_the_logdet_of_several_images_is_the_mean_of_their_logdets():
+    saib, images = perturbed(std=0.1), torch.rand(3, 3, 16, 16)
+    each = torch.stack([saib_logdet(saib, image[None]) for image in images])
+    torch.testing.assert_close(saib_logdet(saib, images), each.mean())
+
+
+def test_the_logdet_is_differentiable_in_saibs_parameters():
+    """The `lambda_saib_logdet` term trains SAIB through the forward-mode Jacobian: its gradient matches a central
+    difference of the estimate along a random direction of `restore`'s weights."""
+    saib, image = perturbed(std=0.1), torch.rand(1, 3, 16, 16)
+    saib_logdet(saib, image).backward()
+    direction = torch.randn_like(saib.restore.weight)
+    step = 1e-3
+    with torch.no_grad():
+        saib.restore.weight += step * direction
+        above = saib_logdet(saib, image)
+        saib.restore.weight -= 2 * step * direction
+        below = saib_logdet(saib, image)
+    slope = ((above - below) / (2 * step)).item()
+    assert abs(slope) > 1e-2
+    assert (saib.restore.weight.grad * direction).sum().item() == pytest.approx(slope, rel=2e-2)
+
+
+def test_the_logdet_term_trains_saib_only_and_enters_the_loss():
+    """`lambda_saib_logdet`: loss = the paper's loss - weight * E log|det J| on SAIB_LOGDET_IMAGES query images; the
+    encoder's gradient is unchanged and SAIB's changes by -weight * d(logdet)."""
+    v1, v2 = torch.rand(6, 3, 16, 16), torch.rand(6, 3, 16, 16)
+    gradients, outputs = [], []
+    for weight in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = IECLForPreTraining(IECLConfig(**TINY, lambda_saib_logdet=weight))
+        with torch.no_grad():
+            torch.nn.init.normal_(model.view_generator.restore.weight, std=0.05)
+        model.train()
+        torch.manual_seed(1)
+        output = model(v1, v2)
+        output.loss.backward()
+        gradients.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+        outputs.append(output)
+    plain, with_term = outputs
+    logdet = saib_logdet(model.view_generator, v2[:SAIB_LOGDET_IMAGES])
+    torch.testing.assert_close(with_term.saib_logdet, logdet.detach())
+    torch.testing.assert_close(with_term.loss, plain.loss - 0.5 * logdet.detach())
+    model.zero_grad()
+    logdet.backward()
+    for name, parameter in model.named_parameters():
+        if name.startswith("view_generator."):
+            logdet_gradient = torch.zeros_like(parameter) if parameter.grad is None else parameter.grad  # restore.bias
+            expected = gradients[0][name] - 0.5 * logdet_gradient
+            torch.testing.assert_close(gradients[1][name], expected, rtol=1e-4, atol=1e-6)
+        elif name in gradients[0]:
+            torch.testing.assert_close(gradients[1][name], gradients[0][name])
+
+
+def test_the_logdet_term_needs_saib():
+    with pytest.raises(ValueError, match=r"lambda_saib_logdet=0\.1 .*generator_architecture='none' has no SAIB"):
+        IECLConfig(**TINY, generator_architecture="none", lambda_saib_logdet=0.1)
+    with pytest.raises(ValueError, match=r"IECLConfig\.lambda_saib_logdet must be >= 0"):
+        IECLConfig(**TINY, lambda_saib_logdet=-1.0)
 
 
 def test_gradients_reach_every_saib_parameter():

@@ -14,6 +14,7 @@ IECL_FIELDS = (
     "saib_dim",
     "saib_expansion",
     "saib_weight_decay",
+    "lambda_saib_logdet",
     "lambda_entropy",
     "entropy_estimator",
     "beta_kl",
