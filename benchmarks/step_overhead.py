@@ -4,6 +4,7 @@
     python benchmarks/step_overhead.py                      # standard CIFAR ResNet-18, then the CPU preset
     python benchmarks/step_overhead.py --preset cpu --repeats 5 --batch_size 128
     python benchmarks/step_overhead.py --preset standard --breakdown
+    python benchmarks/step_overhead.py --preset cpu --breakdown --overrides lambda_saib_logdet=0.1   # a term's cost
 
 A step is the recipe's own training step (`iecl_hf.training.step.PretrainingStep`) with the recipe's optimizers at
 their defaults (`build_optimizers`: the encoder's SGD at 0.3 x batch / 256, weight decay 5e-4; SAIB's AdamW at
@@ -41,6 +42,7 @@ from recipe_step import recipe_step, take_step  # noqa: E402
 from step_profile import backward_times, label_times, profile_steps  # noqa: E402
 
 from iecl_hf import BASELINE_OVERRIDES, IECLConfig  # noqa: E402
+from iecl_hf.cli.model_flags import parse_overrides  # noqa: E402
 from iecl_hf.presets import PRESETS  # noqa: E402
 
 # --preset name -> iecl_hf.presets.PRESETS key. `standard` is the model the goal is set on.
@@ -65,6 +67,11 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cpu", help="cpu (the goal's setting) or cuda.")
     parser.add_argument("--breakdown", action="store_true", help="Also profile the parts of the IE-CL step.")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--overrides",
+        default=None,
+        help='IECLConfig fields of the IE-CL side, e.g. "lambda_saib_logdet=0.1" (the baseline keeps its own).',
+    )
     return parser.parse_args(argv)
 
 
@@ -107,6 +114,7 @@ STEP_PARTS = {
     "iecl/entropy": "entropy term",
     "iecl/kl": "KL term",
     "iecl/spectral": "spectral penalty (power it.)",
+    "iecl/saib_logdet": "SAIB log|det J| term",
 }
 
 
@@ -136,7 +144,7 @@ def run_preset(name, args):
     size = base["image_size"]
     device = torch.device(args.device)
     views = tuple(torch.rand(args.batch_size, 3, size, size).to(device) for _ in range(2))
-    iecl = Trainer(IECLConfig(**base), views)
+    iecl = Trainer(IECLConfig(**{**base, **parse_overrides(args.overrides)}), views)
     baseline = Trainer(IECLConfig(**base, **BASELINE_OVERRIDES), views)
     # SAIB starts as the identity (restore = 0); a trained SAIB transforms (same cost, but the realistic state).
     with torch.no_grad():

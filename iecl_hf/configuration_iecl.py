@@ -136,7 +136,7 @@ class IECLConfig(PretrainedConfig):
         lambda_saib_logdet (`float`, *optional*, defaults to 0.0):
             Weight of `-E log|det J_SAIB|`, SAIB's own entropy increment (the quantity of the paper's title: for an
             invertible map, `H(SAIB(X)) = H(X) + E log|det J|`), estimated each step from the Jacobian blocks of single
-            patches of `SAIB_LOGDET_IMAGES` query images (`saib_iecl.saib_logdet`). It reaches SAIB only, in every
+            patches of `SAIB_LOGDET_IMAGES` (1) query images (`saib_iecl.saib_logdet`). It reaches SAIB only, in every
             `saib_stance`. 0: off (the paper's objective has no such term; `saib_logdet` stays a monitor).
         lambda_entropy (`float`, *optional*, defaults to 1.0):
             Weight of `-H(Z')`, the entropy of the query projections, in the objective. On SimCLR 1.0 beat 0.1, 0.3

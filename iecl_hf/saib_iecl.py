@@ -22,9 +22,10 @@ from .random_iecl import own_random_stream
 # SAIB's initial weights come from their own random stream: switching SAIB on does not shift the draws of the
 # encoder, the head or the augmentations (paired comparisons, BENCHMARKS.md).
 SAIB_SEED_OFFSET = 7919
-# Query images per step on which the `lambda_saib_logdet` term estimates SAIB's entropy increment (each costs about a
-# SAIB forward on 3 p^2 images; the monitor alone reads one image).
-SAIB_LOGDET_IMAGES = 4
+# Query images per step on which the `lambda_saib_logdet` term estimates SAIB's entropy increment (16 patch blocks each
+# at 32 px). One: the term then adds about 0.1 of a SimCLR step on the CPU preset, four added about 0.8
+# (benchmarks/step_overhead.py --overrides lambda_saib_logdet=0.1, BENCHMARKS.md).
+SAIB_LOGDET_IMAGES = 1
 
 
 class SAIB(nn.Module):

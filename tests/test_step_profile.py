@@ -55,3 +55,12 @@ def test_the_baseline_step_has_no_monitors_outside_logging_steps(profile_of):
     forward = label_times(profile_of(BASELINE_OVERRIDES), "iecl/", CPU)
     assert {"iecl/backbone", "iecl/base_loss"} <= set(forward)
     assert not {"iecl/entropy", "iecl/kl", "iecl/spectral", "iecl/monitors"} & set(forward)
+
+
+def test_the_logdet_term_is_a_part_of_its_own_on_every_step(profile_of):
+    """`lambda_saib_logdet` > 0: the term runs on ordinary steps under its own label (forward and backward), so
+    benchmarks/step_overhead.py --overrides prices it; off, it does not run."""
+    events = profile_of({"lambda_saib_logdet": 0.1})
+    forward, backward = label_times(events, "iecl/", CPU), backward_times(events, "iecl/", CPU)
+    assert forward.get("iecl/saib_logdet", 0) > 0 and backward.get("iecl/saib_logdet", 0) > 0
+    assert "iecl/saib_logdet" not in label_times(profile_of({}), "iecl/", CPU)
