@@ -269,6 +269,22 @@ class IECLForPreTraining(IECLPreTrainedModel):
         (base_gradient,) = torch.autograd.grad(base_loss, query_view, retain_graph=True)
         return (stance - 1.0) * ((query_view - query_view.detach()) * base_gradient).sum()
 
+    def saib_entropy_increment(self, images: torch.Tensor, monitor: bool):
+        """SAIB's `E log|det J|` as `(term, monitor)`. With `lambda_saib_logdet > 0` the term is estimated on
+        `SAIB_LOGDET_IMAGES` images with its graph (its gradient reaches SAIB only: the images are data) and the
+        monitor is its value; otherwise the term is None and `monitor=True` estimates the value on one image."""
+        if self.view_generator is None:
+            return None, None
+        images = images.detach()
+        if self.config.lambda_saib_logdet > 0:
+            with record_function("iecl/saib_logdet"):
+                term = saib_logdet(self.view_generator, images[:SAIB_LOGDET_IMAGES])
+            return term, term.detach()
+        if not monitor:
+            return None, None
+        with record_function("iecl/monitors"), torch.no_grad():
+            return None, saib_logdet(self.view_generator, images[:1])
+
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -336,20 +352,14 @@ class IECLForPreTraining(IECLPreTrainedModel):
                 spectral_penalty, spectral_norm_max = self.spectral_penalty(self.iecl.backbone, update=self.training)
                 if config.spectral_norm_weight > 0:
                     loss = loss + config.spectral_norm_weight * spectral_penalty
-        logdet = None
-        if config.lambda_saib_logdet > 0 and self.view_generator is not None:
-            with record_function("iecl/saib_logdet"):  # gradient to SAIB only: the images are data
-                logdet = saib_logdet(self.view_generator, pixel_values_2[:SAIB_LOGDET_IMAGES].detach())
-            loss = loss - config.lambda_saib_logdet * logdet
         if output_saib_logdet is None:
             output_saib_logdet = self.training and output_monitors
-        output_saib_logdet = output_saib_logdet and self.view_generator is not None and logdet is None
-        monitor = detached(logdet)
-        if output_monitors or output_saib_logdet:
+        logdet_term, logdet_monitor = self.saib_entropy_increment(pixel_values_2, output_saib_logdet)
+        if logdet_term is not None:
+            loss = loss - config.lambda_saib_logdet * logdet_term
+        if output_monitors:
             with record_function("iecl/monitors"), torch.no_grad():
-                entropy_anchor = self.query_entropy(anchor) if output_monitors else None
-                if output_saib_logdet:
-                    monitor = saib_logdet(self.view_generator, pixel_values_2[:1].detach())
+                entropy_anchor = self.query_entropy(anchor)
 
         output = IECLForPreTrainingOutput(
             loss=loss,
@@ -359,7 +369,7 @@ class IECLForPreTraining(IECLPreTrainedModel):
             kl_loss=detached(kl_loss),
             spectral_penalty=detached(spectral_penalty),
             spectral_norm_max=spectral_norm_max,
-            saib_logdet=monitor,
+            saib_logdet=logdet_monitor,
             pooler_output=features.detach(),
         )
         return output if return_dict else output.to_tuple()
