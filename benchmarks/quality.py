@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Representation quality with paired seeds: does IE-CL beat its baseline by more than the seed spread?
+r"""Representation quality with paired seeds: does IE-CL beat its baseline by more than the seed spread?
 
     python benchmarks/quality.py --quick                          # minutes: a smoke test of the whole pipeline
     python benchmarks/quality.py --seeds 0 1 2                    # CPU protocol on the validation split

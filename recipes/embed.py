@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Embed a dataset with a frozen IE-CL encoder: every image's pooled feature as an `embedding` column.
+r"""Embed a dataset with a frozen IE-CL encoder: every image's pooled feature as an `embedding` column.
 
     python recipes/embed.py --model_name_or_path outputs/pretrain-default                  # embedded digits, train
     python recipes/embed.py --model_name_or_path CKPT --dataset_name uoft-cs/cifar10 --split test --output_dir E

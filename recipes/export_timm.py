@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Export the encoder of an IE-CL checkpoint in timm's own format, for timm and for transformers without remote code.
+r"""Export the encoder of an IE-CL checkpoint in timm's own format, for timm and for transformers without remote code.
 
     python recipes/export_timm.py --model_name_or_path outputs/stl10 --output_dir outputs/stl10-timm
     python recipes/export_timm.py --model_name_or_path outputs/stl10 --output_dir outputs/stl10-timm \

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Pretrain an IE-CL encoder with Accelerate over a Hugging Face dataset.
+r"""Pretrain an IE-CL encoder with Accelerate over a Hugging Face dataset.
 
     accelerate launch recipes/pretrain.py                              # embedded digits, CPU preset, < 3 min
     accelerate launch recipes/pretrain.py --dataset_name uoft-cs/cifar10 --num_train_epochs 10
