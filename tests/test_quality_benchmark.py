@@ -224,3 +224,10 @@ def test_report_prints_the_table_of_results_files_without_running(quality, tmp_p
     table = capsys.readouterr().out
     assert "| simclr | 2 | 50.50 (50.00, 51.00)" in table  # the duplicate counted once
     assert "+2.50 (" in table and "n=2" in table
+
+
+def test_help_shows_example_commands_as_typed(quality):
+    """The --help text is the module docstring: its multi-line example commands keep their `\\` continuations, so
+    they can be pasted into a shell."""
+    continued = [line for line in quality.__doc__.splitlines() if line.rstrip().endswith("\\")]
+    assert any("--base_overrides lambda_entropy=3.0" in line for line in continued)
