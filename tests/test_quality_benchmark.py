@@ -1,6 +1,7 @@
 """benchmarks/quality.py builds commands the recipe accepts, and each variant trains the model it names."""
 
 import argparse
+import ast
 import importlib.util
 import json
 import os
@@ -226,8 +227,22 @@ def test_report_prints_the_table_of_results_files_without_running(quality, tmp_p
     assert "+2.50 (" in table and "n=2" in table
 
 
-def test_help_shows_example_commands_as_typed(quality):
-    """The --help text is the module docstring: its multi-line example commands keep their `\\` continuations, so
-    they can be pasted into a shell."""
-    continued = [line for line in quality.__doc__.splitlines() if line.rstrip().endswith("\\")]
-    assert any("--base_overrides lambda_entropy=3.0" in line for line in continued)
+@pytest.mark.parametrize("folder", ["benchmarks", "recipes"])
+def test_script_docstrings_keep_their_shell_continuations(folder):
+    """A script's docstring is its `--help` text and its usage: a multi-line example command must keep its `\\`
+    continuations (a raw string), or it reaches the reader joined into one line that no longer pastes into a shell."""
+    checked = 0
+    for name in sorted(os.listdir(os.path.join(ROOT, folder))):
+        if not name.endswith(".py"):
+            continue
+        source = open(os.path.join(ROOT, folder, name), encoding="utf-8").read()
+        tree = ast.parse(source)
+        docstring = ast.get_docstring(tree, clean=False)
+        if docstring is None:
+            continue
+        written = ast.get_source_segment(source, tree.body[0].value)
+        expected = sum(line.rstrip().endswith("\\") for line in written.splitlines())
+        kept = sum(line.rstrip().endswith("\\") for line in docstring.splitlines())
+        assert kept == expected, f'{folder}/{name}: its docstring needs r""" to keep its line continuations'
+        checked += expected
+    assert checked > 0  # the folders do have continued example commands
