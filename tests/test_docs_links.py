@@ -4,6 +4,7 @@ Sections move between BENCHMARKS.md and HISTORY.md as results are superseded; a 
 silently on GitHub, so the anchors are checked the way GitHub makes them.
 """
 
+import functools
 import re
 from pathlib import Path
 
@@ -25,6 +26,7 @@ def github_anchor(heading: str) -> str:
     return text.replace(" ", "-")
 
 
+@functools.cache  # a doc links to the same few files many times
 def anchors(path: Path) -> set[str]:
     text = FENCE.sub("", path.read_text())
     return {github_anchor(m.group(1)) for m in re.finditer(r"^#{1,6} (.+)$", text, re.MULTILINE)}
