@@ -31,7 +31,8 @@ all of it but the variants' own overrides matches (otherwise the table says whic
 
 Prints per variant the mean linear top-1 and kNN top-1, and the mean paired difference to its baseline (or
 --reference) with a 95% confidence interval (t over seeds). Finished runs are kept (their eval_results.json) and not
-run again, so an interrupted benchmark continues where it stopped, and a finished one prints its table again at no
+run again, so an interrupted benchmark continues where it stopped (a run stopped mid-pretraining continues from its
+last epoch's checkpoint when the same command starts it again), and a finished one prints its table again at no
 cost (e.g. with another --reference); every finished run is written to --results_file at once. --compare_to prints
 each variant minus the same variant in another results file, paired by seed (a sweep point against the defaults).
 """
@@ -105,7 +106,7 @@ for _framework in ("moco", "byol", "simsiam"):
 SWEPT = {name for name, v in VARIANTS.items() if v.baseline and v.script == RECIPE and BASELINE not in v.overrides}
 
 
-def run(command, log_path):
+def run(command, log_path, append=False):
     # This checkout's iecl_hf first: a recipe's own folder is not the root, so `import iecl_hf` would otherwise find
     # the installed (editable) package, another checkout's code when this one is a worktree at another commit.
     env = {
@@ -113,7 +114,7 @@ def run(command, log_path):
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
     }
-    with open(log_path, "w") as log:
+    with open(log_path, "a" if append else "w") as log:
         result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     if result.returncode != 0:
         with open(log_path) as log:
@@ -172,7 +173,8 @@ def pretrain_command(args, spec, seed, pretrain_dir):
     }
     recipe_only = []
     if variant.script == RECIPE:
-        flags.update({"--knn_every_epochs": 0, "--logging_steps": 20})
+        # A checkpoint each epoch, so that an interrupted run continues (`resumable_pretrain_command`).
+        flags.update({"--knn_every_epochs": 0, "--logging_steps": 20, "--checkpointing_steps": "epoch"})
         flags["--model_config_overrides"] = model_overrides(args, spec)
         recipe_only = ["--overwrite_output_dir"]
     command = [sys.executable, variant.script, *(f"{k}={v}" for k, v in flags.items() if v not in (None, ""))]
@@ -209,6 +211,26 @@ def run_dir_name(spec: str, seed: int) -> str:
 
 # Pretraining arguments that differ between the runs of one comparison by design (or say nothing of the result).
 PER_RUN_ARGS = {"output_dir", "seed", "model_config_overrides", "overwrite_output_dir", "logging_dir", "run_name"}
+# Kept in the record, not compared: a resumed run ends with the weights of the uninterrupted one
+# (tests/test_reliability.py), and how often it saved says nothing of the result.
+RESUME_ARGS = {"checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint"}
+
+
+def resumable_pretrain_command(command: list[str], run_dir: str) -> tuple[list[str], bool]:
+    """`(command, resumed)`: the recipe's command continues the run's newest checkpoint when the run folder's last
+    pretraining was started with this very command (same flags, same code path), and starts over otherwise. The
+    command is recorded in RUN_DIR/pretrain_command.json before it runs."""
+    record = os.path.join(run_dir, "pretrain_command.json")
+    previous = None
+    if os.path.exists(record):
+        with open(record) as handle:
+            previous = json.load(handle)
+    with open(record, "w") as handle:
+        json.dump(command, handle)
+    if previous != command or "--overwrite_output_dir" not in command:
+        return command, False
+    # With a complete checkpoint in --output_dir the recipe resumes from it; without one, it starts from scratch.
+    return [*command, "--resume_from_checkpoint=latest"], True
 
 
 EVAL_DATASET_FIELDS = (
@@ -263,7 +285,8 @@ def mismatch(a: dict, b: dict) -> str | None:
             continue
         va, vb = pa.get(field), pb.get(field)
         if field == "pretrain_args":
-            va, vb = ({k: v for k, v in d.items() if k not in own_flags} for d in (va or {}, vb or {}))
+            ignored = own_flags | RESUME_ARGS
+            va, vb = ({k: v for k, v in d.items() if k not in ignored} for d in (va or {}, vb or {}))
         if va != vb:
             differing = []
             if isinstance(va, dict) and isinstance(vb, dict):
@@ -279,7 +302,8 @@ def one_run(args, spec, seed):
     pretrain_dir, eval_dir = os.path.join(run_dir, "pretrain"), os.path.join(run_dir, "eval")
     os.makedirs(run_dir, exist_ok=True)
     if not os.path.exists(os.path.join(pretrain_dir, "train_results.json")):
-        run(pretrain_command(args, spec, seed, pretrain_dir), os.path.join(run_dir, "pretrain.log"))
+        command, resumed = resumable_pretrain_command(pretrain_command(args, spec, seed, pretrain_dir), run_dir)
+        run(command, os.path.join(run_dir, "pretrain.log"), append=resumed)
     if not os.path.exists(os.path.join(eval_dir, "eval_results.json")):
         run(eval_command(args, seed, pretrain_dir, eval_dir), os.path.join(run_dir, "eval.log"))
     with open(os.path.join(eval_dir, "eval_results.json")) as handle:

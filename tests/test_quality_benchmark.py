@@ -246,3 +246,33 @@ def test_script_docstrings_keep_their_shell_continuations(folder):
         assert kept == expected, f'{folder}/{name}: its docstring needs r""" to keep its line continuations'
         checked += expected
     assert checked > 0  # the folders do have continued example commands
+
+
+def test_an_interrupted_pretraining_resumes_only_with_the_same_command(quality, tmp_path, monkeypatch):
+    """A run stopped mid-pretraining continues from its newest checkpoint when it is started again with the same
+    command; the same folder with another command (here 40 epochs) starts over."""
+    calls = []
+
+    def fake_run(command, log_path, append=False):
+        calls.append((command, append))
+        raise RuntimeError("interrupted")  # stopped before train_results.json was written
+
+    monkeypatch.setattr(quality, "run", fake_run)
+    args = benchmark_args(work_dir=str(tmp_path), protocol="validation")
+    for epochs in (10, 10, 40):
+        args.epochs = epochs
+        with pytest.raises(RuntimeError, match="interrupted"):
+            quality.one_run(args, "iecl", 0)
+    (first, first_append), (second, second_append), (third, third_append) = calls
+    assert "--checkpointing_steps=epoch" in first and "--overwrite_output_dir" in first
+    assert "--resume_from_checkpoint=latest" not in first and not first_append
+    assert second == [*first, "--resume_from_checkpoint=latest"] and second_append  # the log goes on
+    assert "--num_train_epochs=40" in third and "--resume_from_checkpoint=latest" not in third and not third_append
+    _, train_args, _ = parse_args(second[2:])  # the recipe accepts the resumed command
+    assert train_args.resume_from_checkpoint == "latest" and train_args.overwrite_output_dir
+
+
+def test_how_a_run_saved_and_resumed_does_not_block_its_pairing(quality):
+    resumed = provenance(pretrain_args={"resume_from_checkpoint": "latest", "checkpointing_steps": "epoch"})
+    first, second = (dict(variant=v, seed=0, provenance=p) for v, p in (("simclr", provenance()), ("iecl", resumed)))
+    assert quality.mismatch(first, second) is None
