@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Throughput of `recipes/embed.py` against the bare forward pass of the same encoder at the same batch.
 
-    python benchmarks/embed_throughput.py                       # ../shared/data/cifar10-small if present, else digits
+    python benchmarks/embed_throughput.py                       # data/cifar10-small if present, else digits
     python benchmarks/embed_throughput.py --max_samples 256 --repeats 1          # smoke test
     python benchmarks/embed_throughput.py --model_name_or_path outputs/pretrain-default --dataset_name DATA
 
@@ -34,7 +34,7 @@ from iecl_hf import IECLConfig, IECLModel, build_image_processor  # noqa: E402
 from iecl_hf.evaluation.embed import embed_split, load_embed_encoder, load_embed_split  # noqa: E402
 from iecl_hf.presets import PRESETS  # noqa: E402
 
-DEFAULT_DATASET = REPO.parent / "shared" / "data" / "cifar10-small"
+DEFAULT_DATASET = REPO / "data" / "cifar10-small"  # the local CIFAR-10 copy of BENCHMARKS.md (Protocol, Data)
 GOAL = 0.8
 
 
@@ -43,7 +43,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--dataset_name",
         default=str(DEFAULT_DATASET) if DEFAULT_DATASET.exists() else None,
-        help="Dataset (as recipes/embed.py takes it); default ../shared/data/cifar10-small if present, else the "
+        help="Dataset (as recipes/embed.py takes it); default data/cifar10-small if present, else the "
         "embedded digits.",
     )
     parser.add_argument("--split", default="train")

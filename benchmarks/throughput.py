@@ -52,9 +52,19 @@ from iecl_hf.optimization import build_optimizer, pretraining_learning_rate  # n
 from iecl_hf.presets import PRESETS  # noqa: E402
 from iecl_hf.training.pretraining import apply_speed_options  # noqa: E402
 
+# The local CIFAR-10 copy of BENCHMARKS.md (Protocol, Data), under the repository root; the embedded digits without it.
+DEFAULT_DATASET = "data/cifar10-small"
+
 
 def load_split(path, num_images):
-    dataset = load_image_dataset(path if path and os.path.exists(path) else None)
+    """The first `num_images` training images of `path` (a local path or a Hub id, as given); the default copy
+    falls back to the embedded digits when it is missing."""
+    if path == DEFAULT_DATASET:
+        path = os.path.join(os.path.dirname(__file__), "..", DEFAULT_DATASET)
+        if not os.path.exists(path):
+            print(f"{DEFAULT_DATASET} not found: using the embedded digits dataset")
+            path = None
+    dataset = load_image_dataset(path)
     split = dataset["train"]
     return split.select(range(min(num_images, len(split))))
 
@@ -243,7 +253,11 @@ def main():
     parser.add_argument("--steps", type=int, default=6, help="timed steps per variant per repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--dataset", default="../shared/data/cifar10-small", help="falls back to the embedded digits")
+    parser.add_argument(
+        "--dataset",
+        default=DEFAULT_DATASET,
+        help="a local path or a Hub id; the default falls back to the embedded digits",
+    )
     parser.add_argument("--variants", nargs="+", default=["floor", "pipeline", "baseline", "iecl", "lightly"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--mixed_precision", choices=["no", "bf16"], default="no", help="the recipe's speed options")

@@ -276,3 +276,38 @@ def test_how_a_run_saved_and_resumed_does_not_block_its_pairing(quality):
     resumed = provenance(pretrain_args={"resume_from_checkpoint": "latest", "checkpointing_steps": "epoch"})
     first, second = (dict(variant=v, seed=0, provenance=p) for v, p in (("simclr", provenance()), ("iecl", resumed)))
     assert quality.mismatch(first, second) is None
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (
+            ["--dataset", "uoft-cs/cifar10", "--eval_dataset", "uoft-cs/cifar10"],
+            ("uoft-cs/cifar10", "uoft-cs/cifar10"),
+        ),
+        (["--quick"], ("embedded:digits", "embedded:digits")),  # the smoke test runs on a fresh clone
+        ([], None),  # a real benchmark without its data stops and says what to pass
+    ],
+)
+def test_datasets_are_used_as_given_and_a_missing_default_copy_is_named(
+    quality, tmp_path, monkeypatch, capsys, flags, expected
+):
+    """A Hub id is not a local path and is not replaced by the digits; the default copies, when missing, fall back to
+    the digits for --quick only."""
+    used = set()
+
+    def fake_run(args, spec, seed):
+        used.add((args.dataset, args.eval_dataset))
+        raise RuntimeError("not run")
+
+    monkeypatch.setattr(quality, "ROOT", str(tmp_path))  # no data/ under this root
+    monkeypatch.setattr(quality, "one_run", fake_run)
+    monkeypatch.setattr("sys.argv", ["quality.py", "--work_dir", str(tmp_path / "runs"), "--seeds", "0", *flags])
+    if expected is None:
+        with pytest.raises(SystemExit):
+            quality.main()
+        error = capsys.readouterr().err
+        assert "--dataset defaults to data/cifar10-small" in error and "uoft-cs/cifar10" in error and not used
+        return
+    quality.main()
+    assert used == {expected}
