@@ -51,6 +51,7 @@ from scipy import stats
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from iecl_hf.configuration_iecl import BASELINE_OVERRIDES  # noqa: E402
+from iecl_hf.provenance import code_version  # noqa: E402
 
 # Every IE-CL term off, as --model_config_overrides: the plain framework.
 BASELINE = ",".join(f"{name}={value}" for name, value in BASELINE_OVERRIDES.items())
@@ -221,16 +222,16 @@ RESUME_ARGS = {"checkpointing_steps", "checkpoints_total_limit", "resume_from_ch
 
 def resumable_pretrain_command(command: list[str], run_dir: str) -> tuple[list[str], bool]:
     """`(command, resumed)`: the recipe's command continues the run's newest checkpoint when the run folder's last
-    pretraining was started with this very command (same flags, same code path), and starts over otherwise. The
-    command is recorded in RUN_DIR/pretrain_command.json before it runs."""
-    record = os.path.join(run_dir, "pretrain_command.json")
+    pretraining was started with this very command on this very code (the same commit, a clean tree), and starts
+    over otherwise. The command and the commit are recorded in RUN_DIR/pretrain_command.json before it runs."""
+    record, started = os.path.join(run_dir, "pretrain_command.json"), {"command": command, **code_version()}
     previous = None
     if os.path.exists(record):
         with open(record) as handle:
             previous = json.load(handle)
     with open(record, "w") as handle:
-        json.dump(command, handle)
-    if previous != command or "--overwrite_output_dir" not in command:
+        json.dump(started, handle)
+    if previous != started or started["dirty"] is not False or "--overwrite_output_dir" not in command:
         return command, False
     # With a complete checkpoint in --output_dir the recipe resumes from it; without one, it starts from scratch.
     return [*command, "--resume_from_checkpoint=latest"], True

@@ -250,24 +250,29 @@ def test_script_docstrings_keep_their_shell_continuations(folder):
 
 def test_an_interrupted_pretraining_resumes_only_with_the_same_command(quality, tmp_path, monkeypatch):
     """A run stopped mid-pretraining continues from its newest checkpoint when it is started again with the same
-    command; the same folder with another command (here 40 epochs) starts over."""
+    command on the same commit; another command (here 40 epochs) or another commit starts over."""
     calls = []
 
     def fake_run(command, log_path, append=False):
         calls.append((command, append))
         raise RuntimeError("interrupted")  # stopped before train_results.json was written
 
+    code = {"commit": "abc", "dirty": False}
     monkeypatch.setattr(quality, "run", fake_run)
+    monkeypatch.setattr(quality, "code_version", lambda: dict(code))
     args = benchmark_args(work_dir=str(tmp_path), protocol="validation")
-    for epochs in (10, 10, 40):
-        args.epochs = epochs
+    starts = [(10, "abc", False), (10, "abc", False), (40, "abc", False), (40, "def", False)]
+    for epochs, commit, dirty in [*starts, (40, "def", True), (40, "def", True)]:
+        args.epochs, code["commit"], code["dirty"] = epochs, commit, dirty
         with pytest.raises(RuntimeError, match="interrupted"):
             quality.one_run(args, "iecl", 0)
-    (first, first_append), (second, second_append), (third, third_append) = calls
+    (first, first_append), (second, second_append), (third, third_append), (fourth, fourth_append) = calls[:4]
+    assert all(command == third and not append for command, append in calls[4:])  # a dirty tree never resumes
     assert "--checkpointing_steps=epoch" in first and "--overwrite_output_dir" in first
     assert "--resume_from_checkpoint=latest" not in first and not first_append
     assert second == [*first, "--resume_from_checkpoint=latest"] and second_append  # the log goes on
     assert "--num_train_epochs=40" in third and "--resume_from_checkpoint=latest" not in third and not third_append
+    assert fourth == third and not fourth_append  # the same command on another commit starts over
     _, train_args, _ = parse_args(second[2:])  # the recipe accepts the resumed command
     assert train_args.resume_from_checkpoint == "latest" and train_args.overwrite_output_dir
 
