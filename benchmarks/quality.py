@@ -223,7 +223,10 @@ RESUME_ARGS = {"checkpointing_steps", "checkpoints_total_limit", "resume_from_ch
 def resumable_pretrain_command(command: list[str], run_dir: str) -> tuple[list[str], bool]:
     """`(command, resumed)`: the recipe's command continues the run's newest checkpoint when the run folder's last
     pretraining was started with this very command on this very code (the same commit, a clean tree), and starts
-    over otherwise. The command and the commit are recorded in RUN_DIR/pretrain_command.json before it runs."""
+    over otherwise. The command and the commit are recorded in RUN_DIR/pretrain_command.json before it runs. A
+    reference implementation's command (no `--overwrite_output_dir`: not the recipe) never resumes."""
+    if "--overwrite_output_dir" not in command:
+        return command, False
     record, started = os.path.join(run_dir, "pretrain_command.json"), {"command": command, **code_version()}
     previous = None
     if os.path.exists(record):
@@ -231,7 +234,7 @@ def resumable_pretrain_command(command: list[str], run_dir: str) -> tuple[list[s
             previous = json.load(handle)
     with open(record, "w") as handle:
         json.dump(started, handle)
-    if previous != started or started["dirty"] is not False or "--overwrite_output_dir" not in command:
+    if previous != started or started["dirty"] is not False:
         return command, False
     # With a complete checkpoint in --output_dir the recipe resumes from it; without one, it starts from scratch.
     return [*command, "--resume_from_checkpoint=latest"], True
