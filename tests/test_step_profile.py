@@ -40,11 +40,8 @@ def test_the_ie_cl_step_is_read_back_part_by_part(profile_of):
     parts = {"iecl/saib", "iecl/backbone", "iecl/base_loss", "iecl/entropy", "iecl/kl", "iecl/spectral"}
     assert parts <= set(forward) and parts <= set(backward)
     assert all(forward[p] > 0 and backward[p] > 0 for p in parts)
-    # The encoder dominates, forward and backward; the labels nest in the step's phases.
-    assert (
-        max(forward, key=forward.get) == "iecl/backbone"
-        and max(backward, key=lambda p: backward[p]) == "iecl/backbone"
-    )
+    # The labels nest in the step's phases. Which part takes longest is a timing, measured by
+    # benchmarks/step_overhead.py --breakdown, not asserted here: on a loaded machine it varies from run to run.
     phases = label_times(events, "step/", CPU)
     assert {"step/views", "step/forward", "step/backward", "step/optimizer"} <= set(phases)
     assert sum(forward[p] for p in parts) <= phases["step/forward"]
