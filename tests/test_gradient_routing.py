@@ -90,10 +90,14 @@ def reference_objective(model, pixel_values, pixel_values_2):
     return objective, {"base_loss": base_loss, "entropy_query": entropy, "kl_loss": kl, "spectral_penalty": penalty}
 
 
+def largest_entry(tensors):
+    return max(t.abs().max().item() for t in tensors)
+
+
 def assert_grads_equal(actual, expected, what, scale=None):
     # `scale` sets the absolute tolerance; an expected gradient built by subtracting two gradients carries the rounding
     # of its operands, so its caller passes their magnitude.
-    scale = scale or max(g.abs().max().item() for g in expected)
+    scale = scale or largest_entry(expected)
     assert scale > 0, f"{what}: the reference gradient is zero, the test would prove nothing"
     for index, (grad, expected_grad) in enumerate(zip(actual, expected)):
         assert grad is not None, f"{what}: parameter {index} got no gradient"
@@ -149,7 +153,7 @@ def test_one_backward_gives_the_gradient_of_the_objective(overrides):
 
     # The check discriminates: each term changes the gradient (of the encoder, and of SAIB for the data terms).
     assert terms["spectral_penalty"] > 0
-    scale = max(g.abs().max().item() for g in expected)
+    scale = largest_entry(expected)
     config = model.config
     for name, weight in (
         ("entropy_query", -config.lambda_entropy),
@@ -201,9 +205,9 @@ def test_saib_stance_scales_the_base_loss_gradient_to_saib_only(framework, stanc
     base = torch.autograd.grad(terms["base_loss"], generator, retain_graph=True)
     whole = torch.autograd.grad(objective, generator, retain_graph=True)
     expected_saib = [w + (sign - 1.0) * b for w, b in zip(whole, base)]
-    operands = max(g.abs().max().item() for g in [*whole, *base])
+    operands = largest_entry([*whole, *base])
     assert_grads_equal([g for g, flag in zip(grads, is_saib) if flag], expected_saib, f"SAIB ({stance})", operands)
-    assert max_difference(expected_saib, whole) > 1e-4 * max(g.abs().max().item() for g in whole)
+    assert max_difference(expected_saib, whole) > 1e-4 * largest_entry(whole)
 
 
 def test_detached_saib_without_the_terms_gets_no_gradient():
