@@ -10,6 +10,7 @@ r"""Representation quality with paired seeds: does IE-CL beat its baseline by mo
         --work_dir runs/sweep-l3 --compare_to runs/quality/results.json   # a sweep point against the defaults' runs
     python benchmarks/quality.py --preset cifar --dataset data/cifar10-large --epochs 30 --batch_size 128 \
         --jobs 6 --variants simclr iecl --seeds 0 1 2               # GPU protocol (several runs share the GPU)
+    python benchmarks/quality.py --report a.json b.json --results_file ab.json   # finished runs: table, merged file
 
 Validation protocol (the default): the probe and kNN are scored on a fixed, stratified hold-out of
 --validation_size images of --eval_dataset's train split (--split_seed, the same images for every run), the probe
@@ -431,6 +432,41 @@ def compare(records, reference):
     return "\n".join(lines)
 
 
+def write_results(records, path):
+    with open(path, "w") as handle:
+        json.dump(records, handle, indent=1)
+
+
+def run_difference(a: dict, b: dict) -> str | None:
+    """None when records `a` and `b` are one run, else how they differ. A run's record is rebuilt from its own files
+    by every call that collects it: read from two results files it has the same provenance and figures (only its
+    `overrides`, written by the caller, may differ)."""
+    if a.get("provenance") != b.get("provenance"):
+        return mismatch(a, b) or "the same settings, run twice"
+    if (a.get("linear_top1"), a.get("knn_top1")) != (b.get("linear_top1"), b.get("knn_top1")):
+        return "other figures"
+    return None
+
+
+def merge_results(paths) -> list[dict]:
+    """The records of several results files in one list, each run once: a shared baseline's runs are in every
+    file that paired with them. A variant and seed held from two different runs (another commit, another package
+    version) is an error, not a silent choice between them."""
+    merged, source = {}, {}
+    for path in paths:
+        with open(path) as handle:
+            for record in json.load(handle):
+                key = (record["variant"], record["seed"])
+                kept, first = merged.setdefault(key, record), source.setdefault(key, path)
+                if why := run_difference(kept, record):
+                    where = f"twice in {path}" if path == first else f"in {first} and in {path}"
+                    raise ValueError(
+                        f"{key[0]} seed {key[1]} is {where}, from two different runs ({why}): report the files of "
+                        "one environment together, or the two runs separately"
+                    )
+    return list(merged.values())
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default=DEFAULT_DATASETS["dataset"], help="pretraining data")
@@ -478,7 +514,12 @@ def main():
     )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--work_dir", default="runs/quality")
-    parser.add_argument("--results_file", default=None)
+    parser.add_argument(
+        "--results_file",
+        default=None,
+        help="where the records go (default WORK_DIR/results.json); with --report, the merged records of the files "
+        "read (a shared reference's runs once)",
+    )
     parser.add_argument(
         "--compare_to",
         default=None,
@@ -490,7 +531,8 @@ def main():
         nargs="+",
         default=None,
         metavar="RESULTS_FILE",
-        help="run nothing: print the table of these results files (merged; e.g. with another --reference)",
+        help="run nothing: print the table of these results files (merged, each run once; e.g. with another "
+        "--reference); with --results_file, also write the merged records",
     )
     parser.add_argument(
         "--quick", action="store_true", help="1 epoch on 512 images, 1 seed: checks the pipeline in minutes"
@@ -500,12 +542,15 @@ def main():
         args.epochs, args.max_train_samples, args.max_eval_samples, args.seeds = 1, 512, 512, [0]
         args.validation_size = min(args.validation_size, 256)
     if args.report:
-        merged = {}
-        for path in args.report:
-            with open(path) as handle:
-                for record in json.load(handle):  # a run in two files (e.g. a shared baseline) counts once
-                    merged[(record["variant"], record["seed"], record.get("provenance", {}).get("commit"))] = record
-        print(summarize(list(merged.values()), args.reference))
+        try:
+            records = merge_results(args.report)
+        except ValueError as error:
+            parser.error(str(error))
+        if args.results_file:
+            write_results(records, args.results_file)
+        print(summarize(records, args.reference))
+        if args.results_file:
+            print(f"\nmerged runs: {args.results_file}")
         return
     if args.compare_to:  # read now: a wrong path fails before hours of runs, not after
         with open(args.compare_to) as handle:
@@ -540,8 +585,7 @@ def main():
                 records.append(future.result())
             except RuntimeError as error:
                 print(error, flush=True)
-            with open(results_file, "w") as handle:
-                json.dump(records, handle, indent=1)
+            write_results(records, results_file)
     print()
     print(summarize(records, args.reference))
     if args.compare_to:

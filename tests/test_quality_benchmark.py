@@ -227,6 +227,75 @@ def test_report_prints_the_table_of_results_files_without_running(quality, tmp_p
     assert "+2.50 (" in table and "n=2" in table
 
 
+def report(quality, tmp_path, monkeypatch, *files, extra=()):
+    """Runs `quality.py --report` on results files written from `files` (lists of records)."""
+    paths = []
+    for index, records in enumerate(files):
+        paths.append(str(tmp_path / f"{index}.json"))
+        with open(paths[-1], "w") as handle:
+            json.dump(records, handle)
+    monkeypatch.setattr(quality, "one_run", lambda *a: pytest.fail("--report must not run anything"))
+    monkeypatch.setattr("sys.argv", ["quality.py", "--report", *paths, *extra])
+    quality.main()
+
+
+def test_report_writes_the_merged_records_once_each(quality, tmp_path, monkeypatch, capsys):
+    """A shared reference's runs, in each file that paired with them, land once in --results_file, which --report
+    reads back to the same table."""
+
+    def record(variant, seed, linear, **overrides):
+        return dict(
+            variant=variant, seed=seed, linear_top1=linear, knn_top1=linear - 1, provenance=provenance(), **overrides
+        )
+
+    reference = [record("iecl", 0, 54.0), record("iecl", 1, 53.0)]
+    point_a = [*reference, record("iecl:beta_kl=0.3", 0, 55.0), record("iecl:beta_kl=0.3", 1, 53.5)]
+    # The same runs collected by another call: only the caller-written `overrides` differ.
+    point_b = [{**r, "overrides": "tau=0.1"} for r in reference] + [record("iecl:saib_dim=128", 1, 52.0)]
+    merged = tmp_path / "merged.json"
+    report(
+        quality, tmp_path, monkeypatch, point_a, point_b, extra=["--reference", "iecl", "--results_file", str(merged)]
+    )
+    table = capsys.readouterr().out
+    records = json.loads(merged.read_text())
+    assert sorted((r["variant"], r["seed"]) for r in records) == sorted(
+        [("iecl", 0), ("iecl", 1), ("iecl:beta_kl=0.3", 0), ("iecl:beta_kl=0.3", 1), ("iecl:saib_dim=128", 1)]
+    )
+    assert merged.read_text().startswith('[\n {\n  "')  # indent 1, as every results file the runs write
+    assert "| iecl:beta_kl=0.3 | 2 |" in table and "+0.75 (" in table and "n=2" in table
+    assert "-1.00 (one pair: no interval)" in table
+    report(quality, tmp_path, monkeypatch, records, extra=["--reference", "iecl"])
+    assert capsys.readouterr().out == table.replace(f"\nmerged runs: {merged}\n", "")
+
+
+@pytest.mark.parametrize(
+    "other, reason",
+    [
+        (dict(provenance=provenance(versions={"torch": "3"})), "versions differs (torch)"),
+        (dict(provenance=provenance(commit="def", eval_commit="def")), "commit differs: 'abc' vs 'def'"),
+        (dict(linear_top1=51.0), "other figures"),
+        (dict(provenance=provenance(pretrain_wall_seconds=900.0)), "the same settings, run twice"),
+    ],
+)
+def test_report_refuses_one_seed_from_two_different_runs(quality, tmp_path, monkeypatch, capsys, other, reason):
+    """Two runs of one variant and seed (another package version, another commit) are not merged by picking one:
+    the error names both files and the field that differs."""
+    run = dict(variant="simclr", seed=0, linear_top1=50.0, knn_top1=49.0, provenance=provenance())
+    with pytest.raises(SystemExit) as raised:
+        report(
+            quality,
+            tmp_path,
+            monkeypatch,
+            [run],
+            [{**run, **other}],
+            extra=["--results_file", str(tmp_path / "out.json")],
+        )
+    assert raised.value.code == 2
+    error = capsys.readouterr().err
+    assert "simclr seed 0" in error and "0.json" in error and "1.json" in error and reason in error
+    assert not (tmp_path / "out.json").exists()
+
+
 @pytest.mark.parametrize("folder", ["benchmarks", "recipes"])
 def test_script_docstrings_keep_their_shell_continuations(folder):
     """A script's docstring is its `--help` text and its usage: a multi-line example command must keep its `\\`
