@@ -8,6 +8,9 @@ GENERATOR_ARCHITECTURES = ("saib", "none")
 # How SAIB takes the base loss's gradient (the entropy and KL terms always reach it): as the encoder does
 # ("cooperative": an easier query view), not at all ("detached"), or reversed ("adversarial": a harder query view).
 SAIB_STANCES = {"cooperative": 1.0, "detached": 0.0, "adversarial": -1.0}
+# How SAIB's patch restore starts (skip 3, docs/method.md section 1): at zero, SAIB the identity ("residual"), or
+# as the left inverse of the patch embedding, SAIB about 2X + g(X) (the paper's formula read literally).
+SAIB_THIRD_SKIPS = ("residual", "literal")
 ENTROPY_ESTIMATORS = ("coding_rate", "gaussian")
 KL_COVARIANCES = ("diagonal", "full")
 
@@ -125,6 +128,11 @@ class IECLConfig(PretrainedConfig):
             its weight decay only) or `"adversarial"` (reversed: SAIB maximizes the base loss, a harder query view,
             held near the anchor by the KL term and its weight decay). The encoder's gradient is the same for all
             three; `"detached"` and `"adversarial"` cost one more backward pass to the query view per step.
+        saib_third_skip (`str`, *optional*, defaults to `"residual"`):
+            How SAIB's third skip `X' = X + restore(P')` starts: `"residual"` (`restore` zero-initialized: SAIB starts
+            as the identity, entropy increment 0) or `"literal"` (the paper's formula read literally: `P'` holds its
+            own skip, so `restore` starts as the left inverse of the patch embedding and SAIB at about `2X + g(X)`;
+            needs `saib_dim >= 3 * saib_patch_size**2`).
         saib_patch_size (`int`, *optional*, defaults to 4):
             Side of SAIB's patches; must divide `image_size` (4 at 32 px: an 8 x 8 grid).
         saib_dim (`int`, *optional*, defaults to 64):
@@ -174,8 +182,8 @@ class IECLConfig(PretrainedConfig):
         predictor_hidden_dim=512, projection_hidden_dim=512, projection_dim=128, projection_output_batchnorm=None,
         batchnorm_per_view=False, tau=None,
         # generation: SAIB on the query view
-        generator_architecture="saib", saib_stance="cooperative", saib_patch_size=4, saib_dim=64, saib_expansion=2,
-        saib_weight_decay=0.01, lambda_saib_logdet=0.0,
+        generator_architecture="saib", saib_stance="cooperative", saib_third_skip="residual", saib_patch_size=4,
+        saib_dim=64, saib_expansion=2, saib_weight_decay=0.01, lambda_saib_logdet=0.0,
         # the query-entropy and KL terms
         lambda_entropy=1.0, entropy_estimator="coding_rate", coding_rate_epsilon=0.5,
         beta_kl=0.1, kl_covariance="diagonal", covariance_ridge=1e-3,
@@ -208,6 +216,7 @@ class IECLConfig(PretrainedConfig):
         self.tau = measured["tau"] if tau is None else tau
         self.generator_architecture = "none" if generator_architecture is None else generator_architecture
         self.saib_stance = saib_stance
+        self.saib_third_skip = saib_third_skip
         self.saib_patch_size = saib_patch_size
         self.saib_dim = saib_dim
         self.saib_expansion = saib_expansion
@@ -241,6 +250,7 @@ class IECLConfig(PretrainedConfig):
         _check_choice("framework", self.framework, FRAMEWORKS)
         _check_choice("generator_architecture", self.generator_architecture, GENERATOR_ARCHITECTURES)
         _check_choice("saib_stance", self.saib_stance, tuple(SAIB_STANCES))
+        _check_choice("saib_third_skip", self.saib_third_skip, SAIB_THIRD_SKIPS)
         _check_choice("entropy_estimator", self.entropy_estimator, ENTROPY_ESTIMATORS)
         _check_choice("kl_covariance", self.kl_covariance, KL_COVARIANCES)
         for name in ("encoder_spectral_norm", "projection_output_batchnorm", "batchnorm_per_view"):
@@ -269,6 +279,14 @@ class IECLConfig(PretrainedConfig):
             raise ValueError(
                 f"IECLConfig.saib_patch_size={self.saib_patch_size} must divide image_size={self.image_size} "
                 "(SAIB cuts the image into whole patches)."
+            )
+        patch_pixels = 3 * self.saib_patch_size**2
+        literal_skip = self.saib_third_skip == "literal" and self.generator_architecture == "saib"
+        if literal_skip and self.saib_dim < patch_pixels:
+            raise ValueError(
+                f"IECLConfig.saib_third_skip='literal' needs saib_dim >= {patch_pixels} (the pixels of a "
+                f"{self.saib_patch_size} x {self.saib_patch_size} patch), for the patch restore to invert the "
+                f"embedding; got saib_dim={self.saib_dim}. Raise saib_dim or use saib_third_skip='residual'."
             )
         for name in ("tau", "coding_rate_epsilon", "covariance_ridge"):
             _check_positive(name, getattr(self, name))

@@ -202,7 +202,13 @@ class IECLForPreTraining(IECLPreTrainedModel):
         self.iecl = IECLModel(config)
         self.head = FRAMEWORK_HEADS[config.framework](config, self.iecl.num_features, self.iecl.backbone)
         self.view_generator = (
-            SAIB(config.image_size, config.saib_patch_size, config.saib_dim, config.saib_expansion)
+            SAIB(
+                config.image_size,
+                config.saib_patch_size,
+                config.saib_dim,
+                config.saib_expansion,
+                third_skip=config.saib_third_skip,
+            )
             if config.generator_architecture == "saib"
             else None
         )

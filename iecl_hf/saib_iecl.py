@@ -9,14 +9,17 @@ A deterministic, lightweight, patch-wise residual block (docs/method.md, section
     X' = X + restore(P')                     patch restore (a linear map back to the p x p pixels), skip 3
 
 `restore` is zero-initialized, so SAIB starts as the exact identity (entropy increment 0) and the training
-objective decides how far it moves. Input and output are images in the [0, 1] pixel scale (the output is not
-clamped: a clamp would flatten the Jacobian where it saturates).
+objective decides how far it moves. `third_skip="literal"` reads skip 3 as the paper writes it instead: `P'` holds
+its own skip, so `restore` starts as the left inverse of the patch embedding and SAIB at about `2X + g(X)`. Input and
+output are images in the [0, 1] pixel scale (the output is not clamped: a clamp would flatten the Jacobian where it
+saturates).
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .configuration_iecl import SAIB_THIRD_SKIPS
 from .random_iecl import own_random_stream
 
 # SAIB's initial weights come from their own random stream: switching SAIB on does not shift the draws of the
@@ -29,9 +32,27 @@ SAIB_LOGDET_IMAGES = 1
 
 
 class SAIB(nn.Module):
-    def __init__(self, image_size: int, patch_size: int = 4, dim: int = 64, expansion: int = 2, channels: int = 3):
+    def __init__(
+        self,
+        image_size: int,
+        patch_size: int = 4,
+        dim: int = 64,
+        expansion: int = 2,
+        channels: int = 3,
+        third_skip: str = "residual",
+    ):
         super().__init__()
+        if third_skip not in SAIB_THIRD_SKIPS:
+            raise ValueError(
+                f"SAIB: third_skip={third_skip!r} is not one of {', '.join(map(repr, SAIB_THIRD_SKIPS))}."
+            )
+        if third_skip == "literal" and dim < channels * patch_size**2:
+            raise ValueError(
+                f"SAIB: third_skip='literal' needs saib_dim >= {channels * patch_size**2} (the pixels of a "
+                f"{patch_size} x {patch_size} patch) for the patch restore to invert the embedding; got {dim}."
+            )
         self.patch_size = patch_size
+        self.third_skip = third_skip
         hidden = dim * expansion
         with own_random_stream(SAIB_SEED_OFFSET):  # the layers' default init must not consume the global stream
             self.embed = nn.Conv2d(channels, dim, patch_size, stride=patch_size)
@@ -51,6 +72,13 @@ class SAIB(nn.Module):
             nn.init.trunc_normal_(self.position, std=0.02)
         nn.init.zeros_(self.restore.weight)
         nn.init.zeros_(self.restore.bias)
+        if self.third_skip == "literal":
+            # restore(embed(X)) = X: the embedding's bias is zeroed (restore's bias is per channel, it cannot undo a
+            # per-pixel one) and restore's weight is the pseudo-inverse of the embedding's (full column rank when
+            # dim >= C p p), so X' = X + restore(P') = 2X + restore(pos + W2 U). Deterministic: no random draw.
+            nn.init.zeros_(self.embed.bias)
+            inverse = torch.linalg.pinv(self.embed.weight.flatten(1).double())  # (C p p, dim)
+            self.restore.weight.copy_(inverse.T.reshape(self.restore.weight.shape))
 
     def position_code(self, grid_h: int, grid_w: int) -> torch.Tensor:
         if self.position.shape[-2:] == (grid_h, grid_w):

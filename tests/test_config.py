@@ -122,6 +122,7 @@ def test_round_trip_through_save_pretrained(tmp_path):
         tau=0.3,
         generator_architecture="none",
         saib_stance="adversarial",
+        saib_third_skip="literal",
         saib_patch_size=2,
         saib_dim=16,
         saib_expansion=3,

@@ -230,3 +230,64 @@ def test_saib_weights_depend_only_on_the_seed():
         if name.startswith(("embed.", "expand.", "mix.", "reduce.", "position")):
             assert not torch.equal(a, c), name
     assert math.isclose(first.restore.weight.abs().sum().item(), 0.0)
+
+
+def literal(dim=64, **kwargs):
+    return SAIB(16, patch_size=4, dim=dim, third_skip="literal", **kwargs)
+
+
+def test_the_literal_third_skip_starts_at_twice_the_image():
+    """Skip 3 read literally: `P'` holds its own skip, so restore(embed(X)) = X and SAIB = 2X + restore(pos + W2 U);
+    with the position code and W2 at zero, exactly 2X (Jacobian 2I: log|det| = 3 p^2 log 2 per patch)."""
+    saib = literal()
+    images = torch.rand(4, 3, 16, 16)
+    start = saib(images)
+    assert (start - 2 * images).abs().mean() < 0.5 * (start - images).abs().mean()  # about 2X, far from X
+    with torch.no_grad():
+        saib.position.zero_()
+        saib.reduce.weight.zero_()
+        saib.reduce.bias.zero_()
+    torch.testing.assert_close(saib(images), 2 * images, atol=1e-5, rtol=0)
+    assert math.isclose(saib_logdet(saib, images[:2]).item(), 48 * math.log(2), rel_tol=1e-4)
+    # The residual reading of the same weights starts as the identity.
+    assert torch.equal(SAIB(16, patch_size=4, dim=64)(images), images)
+
+
+def test_the_literal_third_skip_draws_the_same_weights_and_nothing_more():
+    torch.manual_seed(0)
+    residual, after_residual = SAIB(16, 4, 64), torch.rand(4)
+    torch.manual_seed(0)
+    both, after_literal = literal(), torch.rand(4)
+    assert torch.equal(after_residual, after_literal)  # no draw of the global stream (the paired benchmark)
+    for name in ("embed.weight", "position", "expand.weight", "mix.weight", "reduce.weight", "reduce.bias"):
+        assert torch.equal(residual.state_dict()[name], both.state_dict()[name]), name
+    assert both.embed.bias.abs().sum() == 0 and both.restore.weight.abs().sum() > 0
+
+
+def test_the_literal_third_skip_reaches_the_model_and_its_checkpoint(tmp_path):
+    config = IECLConfig(**{**TINY, "saib_dim": 64}, saib_third_skip="literal")
+    model = IECLForPreTraining(config)
+    images = torch.rand(2, 3, 16, 16)
+    view, _ = model.generate_view(images)
+    assert (view - 2 * images).abs().mean() < 0.5 * (view - images).abs().mean()
+    model.save_pretrained(tmp_path)
+    loaded = IECLForPreTraining.from_pretrained(tmp_path)
+    assert loaded.config.saib_third_skip == "literal"
+    torch.testing.assert_close(loaded.generate_view(images)[0], view)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(saib_third_skip="literal", saib_dim=32), "needs saib_dim >= 48"),
+        (dict(saib_third_skip="literal", saib_dim=8, saib_patch_size=2), "got saib_dim=8"),
+        (dict(saib_third_skip="doubled"), "saib_third_skip='doubled' is not supported"),
+    ],
+)
+def test_the_third_skip_is_checked_where_it_is_set(fields, message):
+    with pytest.raises(ValueError, match=message):
+        IECLConfig(**{**TINY, **fields})
+
+
+def test_the_literal_third_skip_needs_no_width_without_saib():
+    assert IECLConfig(**TINY, saib_third_skip="literal", generator_architecture="none").saib_dim == 8

@@ -13,6 +13,7 @@ IECL_FIELDS = (
     "saib_patch_size",
     "saib_dim",
     "saib_expansion",
+    "saib_third_skip",
     "saib_weight_decay",
     "lambda_saib_logdet",
     "lambda_entropy",
