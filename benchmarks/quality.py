@@ -448,6 +448,15 @@ def run_difference(a: dict, b: dict) -> str | None:
     return None
 
 
+def known_variant(record: dict):
+    """A results file of an older quality.py may name a variant that left it: say which commit reads it."""
+    try:
+        parse_variant(record["variant"])
+    except argparse.ArgumentTypeError as error:
+        commit = (record.get("provenance") or {}).get("commit") or "the one that wrote it (see HISTORY.md)"
+        raise ValueError(f"{error}. Report this file from its own commit, {commit}") from None
+
+
 def merge_results(paths) -> list[dict]:
     """The records of several results files in one list, each run once: a shared baseline's runs are in every
     file that paired with them. A variant and seed held from two different runs (another commit, another package
@@ -544,6 +553,8 @@ def main():
     if args.report:
         try:
             records = merge_results(args.report)
+            for record in records:
+                known_variant(record)
         except ValueError as error:
             parser.error(str(error))
         if args.results_file:

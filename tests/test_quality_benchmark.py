@@ -385,3 +385,11 @@ def test_datasets_are_used_as_given_and_a_missing_default_copy_is_named(
         return
     quality.main()
     assert used == {expected}
+
+
+def test_report_names_the_commit_that_reads_a_variant_no_longer_here(quality, tmp_path, monkeypatch, capsys):
+    run = dict(variant="simclr_gone", seed=0, linear_top1=50.0, knn_top1=49.0, provenance=provenance(commit="c0ffee"))
+    with pytest.raises(SystemExit):
+        report(quality, tmp_path, monkeypatch, [run])
+    error = capsys.readouterr().err
+    assert "unknown variant 'simclr_gone'" in error and "from its own commit, c0ffee" in error
