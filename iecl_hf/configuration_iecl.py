@@ -43,6 +43,17 @@ def _check_choice(name, value, allowed):
         )
 
 
+def check_literal_skip_width(third_skip, saib_dim, saib_patch_size, channels=3):
+    """The literal third skip inverts SAIB's patch embedding, which needs as many channels as a patch has pixels."""
+    patch_pixels = channels * saib_patch_size**2
+    if third_skip == "literal" and saib_dim < patch_pixels:
+        raise ValueError(
+            f"IECLConfig.saib_third_skip='literal' needs saib_dim >= {patch_pixels} (the pixels of a "
+            f"{saib_patch_size} x {saib_patch_size} patch), for the patch restore to invert the embedding; got "
+            f"saib_dim={saib_dim}. Raise saib_dim or use saib_third_skip='residual'."
+        )
+
+
 def _check_positive(name, value, allow_zero=False):
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise ValueError(f"IECLConfig.{name} must be a number, got {value!r}.")
@@ -280,14 +291,8 @@ class IECLConfig(PretrainedConfig):
                 f"IECLConfig.saib_patch_size={self.saib_patch_size} must divide image_size={self.image_size} "
                 "(SAIB cuts the image into whole patches)."
             )
-        patch_pixels = 3 * self.saib_patch_size**2
-        literal_skip = self.saib_third_skip == "literal" and self.generator_architecture == "saib"
-        if literal_skip and self.saib_dim < patch_pixels:
-            raise ValueError(
-                f"IECLConfig.saib_third_skip='literal' needs saib_dim >= {patch_pixels} (the pixels of a "
-                f"{self.saib_patch_size} x {self.saib_patch_size} patch), for the patch restore to invert the "
-                f"embedding; got saib_dim={self.saib_dim}. Raise saib_dim or use saib_third_skip='residual'."
-            )
+        if self.generator_architecture == "saib":
+            check_literal_skip_width(self.saib_third_skip, self.saib_dim, self.saib_patch_size)
         for name in ("tau", "coding_rate_epsilon", "covariance_ridge"):
             _check_positive(name, getattr(self, name))
         for name in (

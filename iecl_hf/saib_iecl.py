@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .configuration_iecl import SAIB_THIRD_SKIPS
+from .configuration_iecl import SAIB_THIRD_SKIPS, _check_choice, check_literal_skip_width
 from .random_iecl import own_random_stream
 
 # SAIB's initial weights come from their own random stream: switching SAIB on does not shift the draws of the
@@ -42,15 +42,9 @@ class SAIB(nn.Module):
         third_skip: str = "residual",
     ):
         super().__init__()
-        if third_skip not in SAIB_THIRD_SKIPS:
-            raise ValueError(
-                f"SAIB: third_skip={third_skip!r} is not one of {', '.join(map(repr, SAIB_THIRD_SKIPS))}."
-            )
-        if third_skip == "literal" and dim < channels * patch_size**2:
-            raise ValueError(
-                f"SAIB: third_skip='literal' needs saib_dim >= {channels * patch_size**2} (the pixels of a "
-                f"{patch_size} x {patch_size} patch) for the patch restore to invert the embedding; got {dim}."
-            )
+        # The config's own checks: SAIB may be built without an IECLConfig.
+        _check_choice("saib_third_skip", third_skip, SAIB_THIRD_SKIPS)
+        check_literal_skip_width(third_skip, dim, patch_size, channels)
         self.patch_size = patch_size
         self.third_skip = third_skip
         hidden = dim * expansion
